@@ -1,0 +1,210 @@
+//! The ELF core writer: ET_CORE, one PT_NOTE, then one PT_LOAD per planned segment in address
+//! order, as the kernel and gdb write them.
+//!
+//! Two phases, as in `object`'s writer: [`CoreLayout::new`] decides every offset from the
+//! capture and the plan (so the size is known before a byte is written), then
+//! [`write_core`] streams the header, the notes and the memory in file order.
+
+pub mod notes;
+
+use object::elf::{
+    ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_X86_64, ET_CORE, EV_CURRENT, FileHeader64, PF_R, PF_W,
+    PF_X, PN_XNUM, PT_LOAD, PT_NOTE, ProgramHeader64, SectionHeader64,
+};
+use object::endian::{LittleEndian as LE, U16, U32, U64};
+use object::pod::bytes_of;
+
+use crate::Cancel;
+use crate::capture::Capture;
+use crate::error::Result;
+use crate::output::SparseWriter;
+use crate::process::memory::ProcessMemory;
+use crate::select::Plan;
+
+const EHDR_SIZE: u64 = 64;
+const PHDR_SIZE: u64 = 56;
+const SHDR_SIZE: u64 = 64;
+const PAGE: u64 = 4096;
+/// Memory is read in runs of this size.
+pub const READ_CHUNK: usize = 4 << 20;
+
+/// Where everything goes in the file.
+#[derive(Debug)]
+pub struct CoreLayout {
+    pub notes: Vec<u8>,
+    pub notes_offset: u64,
+    /// One offset per segment of the plan (for segments without contents: where they would be).
+    pub segment_offsets: Vec<u64>,
+    pub data_offset: u64,
+    pub total_len: u64,
+    pub phnum: u64,
+}
+
+impl CoreLayout {
+    pub fn new(capture: &Capture, plan: &Plan) -> CoreLayout {
+        let notes = notes::build_notes(capture);
+        let phnum = 1 + plan.segments.len() as u64;
+        let mut offset = EHDR_SIZE + phnum * PHDR_SIZE;
+        if phnum >= PN_XNUM as u64 {
+            offset += SHDR_SIZE;
+        }
+        let notes_offset = offset;
+        offset += notes.len() as u64;
+        let data_offset = offset.div_ceil(PAGE) * PAGE;
+        let mut cursor = data_offset;
+        let mut segment_offsets = Vec::with_capacity(plan.segments.len());
+        for segment in &plan.segments {
+            segment_offsets.push(cursor);
+            if segment.stored {
+                cursor += segment.len();
+            }
+        }
+        CoreLayout {
+            notes,
+            notes_offset,
+            segment_offsets,
+            data_offset,
+            total_len: cursor,
+            phnum,
+        }
+    }
+
+    /// Bytes on disk (holes excluded) the dump is expected to take.
+    pub fn estimated_disk_bytes(&self, plan: &Plan) -> u64 {
+        self.data_offset + plan.data_bytes()
+    }
+}
+
+fn headers(capture: &Capture, plan: &Plan, layout: &CoreLayout) -> Vec<u8> {
+    let xnum = layout.phnum >= PN_XNUM as u64;
+    let header = FileHeader64::<LE> {
+        e_ident: object::elf::Ident {
+            magic: ELFMAG,
+            class: ELFCLASS64,
+            data: ELFDATA2LSB,
+            version: EV_CURRENT,
+            os_abi: 0,
+            abi_version: 0,
+            padding: [0; 7],
+        },
+        e_type: U16::new(LE, ET_CORE),
+        e_machine: U16::new(LE, EM_X86_64),
+        e_version: U32::new(LE, EV_CURRENT.into()),
+        e_entry: U64::new(LE, 0),
+        e_phoff: U64::new(LE, EHDR_SIZE),
+        e_shoff: U64::new(
+            LE,
+            if xnum {
+                EHDR_SIZE + layout.phnum * PHDR_SIZE
+            } else {
+                0
+            },
+        ),
+        e_flags: U32::new(LE, 0),
+        e_ehsize: U16::new(LE, EHDR_SIZE as u16),
+        e_phentsize: U16::new(LE, PHDR_SIZE as u16),
+        e_phnum: U16::new(LE, if xnum { PN_XNUM } else { layout.phnum as u16 }),
+        e_shentsize: U16::new(LE, if xnum { SHDR_SIZE as u16 } else { 0 }),
+        e_shnum: U16::new(LE, xnum as u16),
+        e_shstrndx: U16::new(LE, 0),
+    };
+    let mut out = bytes_of(&header).to_vec();
+    let note = ProgramHeader64::<LE> {
+        p_type: U32::new(LE, PT_NOTE),
+        p_flags: U32::new(LE, 0),
+        p_offset: U64::new(LE, layout.notes_offset),
+        p_vaddr: U64::new(LE, 0),
+        p_paddr: U64::new(LE, 0),
+        p_filesz: U64::new(LE, layout.notes.len() as u64),
+        p_memsz: U64::new(LE, 0),
+        p_align: U64::new(LE, 4),
+    };
+    out.extend_from_slice(bytes_of(&note));
+    for (segment, &offset) in plan.segments.iter().zip(&layout.segment_offsets) {
+        let perms = capture.mappings[segment.mapping].perms;
+        let flags = (if perms.read { PF_R } else { 0 })
+            | (if perms.write { PF_W } else { 0 })
+            | (if perms.exec { PF_X } else { 0 });
+        let load = ProgramHeader64::<LE> {
+            p_type: U32::new(LE, PT_LOAD),
+            p_flags: U32::new(LE, flags),
+            p_offset: U64::new(LE, offset),
+            p_vaddr: U64::new(LE, segment.start),
+            p_paddr: U64::new(LE, 0),
+            p_filesz: U64::new(LE, if segment.stored { segment.len() } else { 0 }),
+            p_memsz: U64::new(LE, segment.len()),
+            p_align: U64::new(LE, PAGE),
+        };
+        out.extend_from_slice(bytes_of(&load));
+    }
+    if xnum {
+        // PN_XNUM: the real program header count lives in section 0's sh_info.
+        let section = SectionHeader64::<LE> {
+            sh_name: U32::new(LE, 0),
+            sh_type: U32::new(LE, 0),
+            sh_flags: U64::new(LE, 0),
+            sh_addr: U64::new(LE, 0),
+            sh_offset: U64::new(LE, 0),
+            sh_size: U64::new(LE, 1),
+            sh_link: U32::new(LE, 0),
+            sh_info: U32::new(LE, layout.phnum as u32),
+            sh_addralign: U64::new(LE, 0),
+            sh_entsize: U64::new(LE, 0),
+        };
+        out.extend_from_slice(bytes_of(&section));
+    }
+    out
+}
+
+/// What writing a core found.
+#[derive(Clone, Debug, Default)]
+pub struct WriteStats {
+    /// Bytes of memory that were planned but could not be read (left as zeros).
+    pub unreadable_bytes: u64,
+    /// Bytes written to disk (holes excluded).
+    pub disk_bytes: u64,
+    /// The file's apparent length.
+    pub file_len: u64,
+}
+
+/// Stream a core in file order. `progress` is called with the memory bytes done so far.
+pub fn write_core(
+    capture: &Capture,
+    plan: &Plan,
+    layout: &CoreLayout,
+    memory: &dyn ProcessMemory,
+    mut out: SparseWriter<'_>,
+    progress: &mut dyn FnMut(u64),
+    cancel: &Cancel,
+) -> Result<WriteStats> {
+    let mut stats = WriteStats::default();
+    out.write(&headers(capture, plan, layout))?;
+    debug_assert_eq!(out.position(), layout.notes_offset);
+    out.write(&layout.notes)?;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut done = 0u64;
+    for (segment, &offset) in plan.segments.iter().zip(&layout.segment_offsets) {
+        if !segment.stored {
+            continue;
+        }
+        for &(start, end) in &segment.runs {
+            out.skip_to(offset + (start - segment.start))?;
+            let mut addr = start;
+            while addr < end {
+                cancel.check()?;
+                let len = ((end - addr) as usize).min(READ_CHUNK);
+                let chunk = &mut buf[..len];
+                stats.unreadable_bytes += memory.read_into(addr, chunk);
+                out.write_sparse(chunk)?;
+                addr += len as u64;
+                done += len as u64;
+                progress(done);
+            }
+        }
+    }
+    out.skip_to(layout.total_len)?;
+    stats.disk_bytes = out.written();
+    stats.file_len = layout.total_len;
+    out.finish()?;
+    Ok(stats)
+}

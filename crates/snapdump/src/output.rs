@@ -1,0 +1,370 @@
+//! Where dumps go: a `.partial` file renamed into place only when complete, written with large
+//! positioned writes that skip holes (the file stays sparse), watched for free space.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+const PAGE: usize = 4096;
+/// Bytes collected before one `pwrite`.
+const WRITE_BUFFER: usize = 4 << 20;
+/// How often (in bytes written) the free space is checked again.
+const SPACE_CHECK_EVERY: u64 = 64 << 20;
+
+/// A dump being written: `NAME.partial` beside its final name. Dropping it before
+/// [`DumpFile::commit`] removes the partial file, so a failed dump leaves nothing behind.
+#[derive(Debug)]
+pub struct DumpFile {
+    file: Option<File>,
+    partial: PathBuf,
+    destination: PathBuf,
+    overwrite: bool,
+}
+
+impl DumpFile {
+    /// Create `destination.partial`. Refuses when `destination` exists, unless `overwrite`.
+    pub fn create(destination: &Path, overwrite: bool) -> Result<DumpFile> {
+        let dir = parent_dir(destination);
+        if !dir.is_dir() {
+            return Err(Error::OutputDirMissing { path: dir });
+        }
+        if !overwrite && destination.symlink_metadata().is_ok() {
+            return Err(Error::OutputExists {
+                path: destination.to_owned(),
+            });
+        }
+        let mut partial = destination.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&partial)
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::OutputExists {
+                    path: partial.clone(),
+                },
+                _ => Error::OutputNotWritable {
+                    path: dir.clone(),
+                    source,
+                },
+            })?;
+        Ok(DumpFile {
+            file: Some(file),
+            partial,
+            destination: destination.to_owned(),
+            overwrite,
+        })
+    }
+
+    pub fn file(&self) -> &File {
+        self.file.as_ref().expect("dump file used after commit")
+    }
+
+    pub fn partial_path(&self) -> &Path {
+        &self.partial
+    }
+
+    pub fn destination(&self) -> &Path {
+        &self.destination
+    }
+
+    /// fsync and rename into place. Without `overwrite` the rename refuses to replace a file
+    /// that appeared meanwhile.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        let file = self.file.take().expect("committed once");
+        file.sync_all()
+            .map_err(|e| Error::io(format!("syncing {}", self.partial.display()), e))?;
+        drop(file);
+        let renamed = if self.overwrite {
+            std::fs::rename(&self.partial, &self.destination)
+                .map_err(|e| sys::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+        } else {
+            sys::rename_no_replace(&self.partial, &self.destination)
+        };
+        match renamed {
+            Ok(()) => {}
+            Err(sys::Errno::EEXIST) => {
+                return Err(Error::OutputExists {
+                    path: self.destination.clone(),
+                });
+            }
+            Err(errno) => {
+                return Err(Error::io(
+                    format!("renaming {}", self.partial.display()),
+                    errno.into(),
+                ));
+            }
+        }
+        // Make the rename itself durable.
+        if let Ok(dir) = File::open(parent_dir(&self.destination)) {
+            let _ = dir.sync_all();
+        }
+        self.partial = PathBuf::new();
+        Ok(self.destination.clone())
+    }
+}
+
+impl Drop for DumpFile {
+    fn drop(&mut self) {
+        if !self.partial.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// The folder a path is in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Keeps a reserve of free space on the dump's filesystem.
+#[derive(Clone, Debug)]
+pub struct SpaceGuard {
+    pub dir: PathBuf,
+    /// Bytes that must stay free.
+    pub min_free: u64,
+}
+
+impl SpaceGuard {
+    /// `min_free` default: 5% of the filesystem or 1 GiB, whichever is smaller.
+    pub fn with_default_reserve(dir: &Path) -> SpaceGuard {
+        let total = sys::filesystem_space(dir).map(|(_, t)| t).unwrap_or(0);
+        SpaceGuard {
+            dir: dir.to_owned(),
+            min_free: (total / 20).min(1 << 30),
+        }
+    }
+
+    /// Fail if writing `more` bytes would eat into the reserve.
+    pub fn check(&self, more: u64) -> Result<()> {
+        let Ok((available, _)) = sys::filesystem_space(&self.dir) else {
+            return Ok(());
+        };
+        if available < more.saturating_add(self.min_free) {
+            return Err(Error::InsufficientSpace {
+                path: self.dir.clone(),
+                needed: more,
+                available,
+                min_free: self.min_free,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Sequential writer over a file that turns all-zero pages and skipped ranges into holes.
+#[derive(Debug)]
+pub struct SparseWriter<'a> {
+    file: &'a File,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_start: u64,
+    /// Bytes handed to the kernel (holes excluded).
+    written: u64,
+    guard: Option<SpaceGuard>,
+    /// Bytes still expected, for the guard's checks.
+    remaining_estimate: u64,
+    since_check: u64,
+}
+
+impl<'a> SparseWriter<'a> {
+    pub fn new(file: &'a File, guard: Option<SpaceGuard>, estimate: u64) -> SparseWriter<'a> {
+        SparseWriter {
+            file,
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            buf_start: 0,
+            written: 0,
+            guard,
+            remaining_estimate: estimate,
+            since_check: 0,
+        }
+    }
+
+    /// The file offset the next byte goes to.
+    pub fn position(&self) -> u64 {
+        self.buf_start + self.buf.len() as u64
+    }
+
+    /// Bytes written so far (holes excluded).
+    pub fn written(&self) -> u64 {
+        self.written + self.buf.len() as u64
+    }
+
+    /// Append bytes as they are.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let room = WRITE_BUFFER - self.buf.len();
+            let take = room.min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == WRITE_BUFFER {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Append memory contents; whole zero pages become holes.
+    pub fn write_sparse(&mut self, data: &[u8]) -> Result<()> {
+        let mut pending_start = 0;
+        let mut offset = 0;
+        while offset < data.len() {
+            let end = (offset + PAGE).min(data.len());
+            if is_zero(&data[offset..end]) {
+                self.write(&data[pending_start..offset])?;
+                self.skip((end - offset) as u64)?;
+                pending_start = end;
+            }
+            offset = end;
+        }
+        self.write(&data[pending_start..])
+    }
+
+    /// Leave a hole of `len` bytes.
+    pub fn skip(&mut self, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.flush()?;
+        self.buf_start += len;
+        Ok(())
+    }
+
+    /// Pad with a hole up to `offset`.
+    pub fn skip_to(&mut self, offset: u64) -> Result<()> {
+        let position = self.position();
+        assert!(offset >= position, "writer moved backwards");
+        self.skip(offset - position)
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let len = self.buf.len() as u64;
+        self.since_check += len;
+        if let Some(guard) = &self.guard
+            && self.since_check >= SPACE_CHECK_EVERY
+        {
+            self.since_check = 0;
+            guard.check(self.remaining_estimate.saturating_sub(self.written))?;
+        }
+        self.file
+            .write_all_at(&self.buf, self.buf_start)
+            .map_err(|e| match (e.raw_os_error(), &self.guard) {
+                (Some(libc::ENOSPC), Some(guard)) => Error::InsufficientSpace {
+                    path: guard.dir.clone(),
+                    needed: self.remaining_estimate.saturating_sub(self.written),
+                    available: 0,
+                    min_free: guard.min_free,
+                },
+                _ => Error::io("writing the dump", e),
+            })?;
+        self.written += len;
+        self.buf_start += len;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Flush and set the file's length (a trailing hole needs it).
+    pub fn finish(mut self) -> Result<u64> {
+        self.flush()?;
+        self.file
+            .set_len(self.buf_start)
+            .map_err(|e| Error::io("setting the dump's length", e))?;
+        Ok(self.written)
+    }
+}
+
+fn is_zero(bytes: &[u8]) -> bool {
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    words
+        .map(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")))
+        .all(|w| w == 0)
+        && tail.iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("snapdump-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn zero_pages_become_holes() {
+        let dir = temp_dir("sparse");
+        let path = dir.join("x.core");
+        let dump = DumpFile::create(&path, false).unwrap();
+        let mut writer = SparseWriter::new(dump.file(), None, 0);
+        writer.write(b"head").unwrap();
+        writer.skip_to(4096).unwrap();
+        let mut data = vec![0u8; 64 * 4096];
+        data[0] = 1;
+        data[63 * 4096 + 5] = 2;
+        writer.write_sparse(&data).unwrap();
+        writer.skip(1 << 20).unwrap();
+        assert_eq!(writer.written(), 4 + 2 * 4096);
+        writer.finish().unwrap();
+        let final_path = dump.commit().unwrap();
+        let meta = std::fs::metadata(&final_path).unwrap();
+        assert_eq!(meta.len(), 4096 + 64 * 4096 + (1 << 20));
+        assert!(
+            meta.blocks() * 512 < 64 * 4096,
+            "not sparse: {}",
+            meta.blocks()
+        );
+        let back = std::fs::read(&final_path).unwrap();
+        assert_eq!(&back[..4], b"head");
+        assert_eq!(&back[4096..4096 + data.len()], &data[..]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn existing_files_are_kept_and_partials_removed() {
+        let dir = temp_dir("exists");
+        let path = dir.join("x.core");
+        std::fs::write(&path, b"precious").unwrap();
+        assert!(matches!(
+            DumpFile::create(&path, false),
+            Err(Error::OutputExists { .. })
+        ));
+        {
+            let dump = DumpFile::create(&path, true).unwrap();
+            assert!(dump.partial_path().exists());
+            // Dropped without commit: a failure.
+        }
+        assert!(!dir.join("x.core.partial").exists());
+        assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+        assert!(matches!(
+            DumpFile::create(&dir.join("missing/x.core"), false),
+            Err(Error::OutputDirMissing { .. })
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn commit_does_not_replace_a_file_that_appeared() {
+        let dir = temp_dir("race");
+        let path = dir.join("x.core");
+        let dump = DumpFile::create(&path, false).unwrap();
+        std::fs::write(&path, b"someone else's").unwrap();
+        assert!(matches!(dump.commit(), Err(Error::OutputExists { .. })));
+        assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
+        assert!(!dir.join("x.core.partial").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

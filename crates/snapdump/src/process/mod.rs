@@ -1,0 +1,104 @@
+//! Everything about the live target: finding it, reading its `/proc` files, stopping it with
+//! ptrace, reading its memory and listing which of its pages exist.
+
+pub mod find;
+pub mod link_map;
+pub mod memory;
+pub mod pagemap;
+pub mod procfs;
+pub mod session;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use procfs::{PF_KTHREAD, Stat, Status};
+
+/// `/proc/PID/<file>`.
+pub fn proc_path(pid: i32, file: &str) -> PathBuf {
+    Path::new("/proc").join(pid.to_string()).join(file)
+}
+
+/// Read one `/proc/PID` file, turning "gone" and "not allowed" into the engine's errors.
+pub fn read_proc_file(pid: i32, file: &str) -> Result<Vec<u8>> {
+    let path = proc_path(pid, file);
+    std::fs::read(&path).map_err(|e| proc_error(pid, &path, e))
+}
+
+pub(crate) fn proc_error(pid: i32, path: &Path, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ESRCH) => Error::NoSuchProcess { pid },
+        Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied {
+            pid,
+            detail: format!("cannot read {}", path.display()),
+        },
+        _ => Error::io(format!("reading {}", path.display()), e),
+    }
+}
+
+/// Read and parse `/proc/PID/stat`.
+pub fn read_stat(pid: i32) -> Result<Stat> {
+    let bytes = read_proc_file(pid, "stat")?;
+    procfs::parse_stat(&bytes).ok_or(Error::Parse {
+        what: "/proc/PID/stat",
+        pid,
+    })
+}
+
+/// Read and parse `/proc/PID/status`.
+pub fn read_status(pid: i32) -> Result<Status> {
+    Ok(procfs::parse_status(&read_proc_file(pid, "status")?))
+}
+
+/// The ids of the process's threads, from `/proc/PID/task`, sorted (the leader first).
+pub fn task_ids(pid: i32) -> Result<Vec<i32>> {
+    let path = proc_path(pid, "task");
+    let entries = std::fs::read_dir(&path).map_err(|e| proc_error(pid, &path, e))?;
+    let mut tids: Vec<i32> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable_by_key(|&tid| (tid != pid, tid));
+    Ok(tids)
+}
+
+/// A thread's name (`comm`), empty when it is gone.
+pub fn thread_name(pid: i32, tid: i32) -> Vec<u8> {
+    let mut name = std::fs::read(proc_path(pid, &format!("task/{tid}/comm"))).unwrap_or_default();
+    if name.last() == Some(&b'\n') {
+        name.pop();
+    }
+    name
+}
+
+/// A process's name for messages: its `comm`, lossily decoded.
+pub fn process_name(pid: i32) -> String {
+    read_stat(pid)
+        .map(|s| String::from_utf8_lossy(&s.comm).into_owned())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Check that `pid` is a process snapdump can dump, returning its stat and status. Each
+/// refusal is a specific error with advice.
+pub fn check_dumpable(pid: i32) -> Result<(Stat, Status)> {
+    if pid <= 0 {
+        return Err(Error::NoSuchProcess { pid });
+    }
+    if pid == std::process::id() as i32 {
+        return Err(Error::SelfDump { pid });
+    }
+    let stat = read_stat(pid)?;
+    if stat.flags & PF_KTHREAD != 0 {
+        return Err(Error::KernelThread { pid });
+    }
+    if stat.state == b'Z' || stat.state == b'X' {
+        return Err(Error::Zombie { pid });
+    }
+    let status = read_status(pid)?;
+    if status.tracer_pid != 0 {
+        return Err(Error::AlreadyTraced {
+            pid,
+            tracer_pid: status.tracer_pid,
+            tracer_name: process_name(status.tracer_pid),
+        });
+    }
+    Ok((stat, status))
+}

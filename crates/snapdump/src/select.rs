@@ -1,0 +1,349 @@
+//! Modes → regions: which bytes of which mapping go into the dump.
+//!
+//! Every mapping appears in the plan, split into segments that are either *stored* (with the
+//! byte runs to read; the rest of a stored segment is a hole that reads as zeros) or not (the
+//! reader gets nothing, or the file's bytes for a file-backed mapping). Untouched pages are
+//! never read: they are found with the page scanner first.
+
+use crate::capture::Capture;
+use crate::error::Result;
+use crate::process::memory::{PAGE_SIZE, ProcessMemory};
+use crate::process::pagemap::PageScanner;
+use crate::process::procfs::{Backing, Mapping};
+
+/// How much of the process goes into the dump.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Registers, stacks, the loader's library list and a page around each instruction
+    /// pointer: enough for backtraces of every thread.
+    Mini,
+    /// Mini plus all private and shared anonymous memory and the written pages of private file
+    /// mappings; no code or read-only file data (debuggers read those from the files).
+    #[default]
+    Heap,
+    /// Every readable mapping, code included.
+    Full,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Mini => "mini",
+            Mode::Heap => "heap",
+            Mode::Full => "full",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "mini" | "minimal" => Ok(Mode::Mini),
+            "heap" | "withheap" => Ok(Mode::Heap),
+            "full" => Ok(Mode::Full),
+            other => Err(format!("unknown mode {other:?}: use mini, heap or full")),
+        }
+    }
+}
+
+/// Choices that change the selection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SelectOptions {
+    pub mode: Mode,
+    /// Keep regions marked MADV_DONTDUMP (left out by default).
+    pub include_dont_dump: bool,
+}
+
+/// A piece of one mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub start: u64,
+    pub end: u64,
+    /// Index of the mapping in [`Capture::mappings`].
+    pub mapping: usize,
+    /// Whether the dump holds this segment's bytes.
+    pub stored: bool,
+    /// The byte runs to read, sorted, inside `[start, end)`; the rest is a hole.
+    pub runs: Vec<(u64, u64)>,
+}
+
+impl Segment {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// Bytes that will actually be read and written.
+    pub fn data_bytes(&self) -> u64 {
+        self.runs.iter().map(|(s, e)| e - s).sum()
+    }
+}
+
+/// The whole selection.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub segments: Vec<Segment>,
+    /// Mappings left out because of MADV_DONTDUMP.
+    pub dont_dump_skipped: usize,
+}
+
+impl Plan {
+    /// Bytes the stored segments span (their size in an ELF core, holes included).
+    pub fn stored_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| s.stored)
+            .map(Segment::len)
+            .sum()
+    }
+
+    /// Bytes that will be read and written (the disk space a sparse dump needs).
+    pub fn data_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::data_bytes).sum()
+    }
+
+    pub fn stored_segments(&self) -> impl Iterator<Item = &Segment> {
+        self.segments.iter().filter(|s| s.stored)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    /// Read every page (file pages: reading them does not allocate memory in the target).
+    All,
+    /// Read only the pages that exist.
+    Touched,
+    /// Store only the private copies (written pages) of a private file mapping.
+    Written,
+}
+
+fn page_down(addr: u64) -> u64 {
+    addr & !(PAGE_SIZE - 1)
+}
+
+fn page_up(addr: u64) -> u64 {
+    addr.div_ceil(PAGE_SIZE) * PAGE_SIZE
+}
+
+fn never_read(mapping: &Mapping, options: &SelectOptions) -> bool {
+    !mapping.perms.read
+        || mapping.vm_flags.io
+        || mapping.vm_flags.pfn_map
+        || matches!(mapping.backing, Backing::Vvar | Backing::Vsyscall)
+        || (mapping.vm_flags.dont_dump && !options.include_dont_dump)
+}
+
+/// Shared anonymous memory (shmem): MAP_SHARED|MAP_ANONYMOUS shows as `/dev/zero (deleted)`,
+/// SysV segments as `/SYSV…`, memfds as `/memfd:…`.
+pub fn is_shared_anonymous(mapping: &Mapping) -> bool {
+    if !mapping.perms.shared {
+        return false;
+    }
+    match &mapping.backing {
+        Backing::File { path, .. } => {
+            let path = path.as_os_str().as_encoded_bytes();
+            path == b"/dev/zero" || path.starts_with(b"/SYSV") || path.starts_with(b"/memfd:")
+        }
+        Backing::Anonymous | Backing::Other(_) => true,
+        _ => false,
+    }
+}
+
+fn is_file_backed(mapping: &Mapping) -> bool {
+    matches!(mapping.backing, Backing::File { .. }) && !is_shared_anonymous(mapping)
+}
+
+/// What a mode keeps of a whole mapping.
+fn mode_rule(mapping: &Mapping, mode: Mode) -> Option<Read> {
+    let file = is_file_backed(mapping);
+    if mapping.backing == Backing::Vdso {
+        return Some(Read::All);
+    }
+    match mode {
+        Mode::Full if file => Some(Read::All),
+        Mode::Full => Some(Read::Touched),
+        Mode::Heap if !file => Some(Read::Touched),
+        Mode::Heap | Mode::Mini if file && !mapping.perms.shared => Some(Read::Written),
+        _ => None,
+    }
+}
+
+/// Choose what to dump.
+pub fn plan(
+    capture: &Capture,
+    memory: &dyn ProcessMemory,
+    scanner: &PageScanner,
+    options: &SelectOptions,
+) -> Result<Plan> {
+    let extras = extra_ranges(capture);
+    let mut plan = Plan::default();
+    for (index, mapping) in capture.mappings.iter().enumerate() {
+        if mapping.is_empty() {
+            continue;
+        }
+        if never_read(mapping, options) {
+            if mapping.vm_flags.dont_dump && !options.include_dont_dump {
+                plan.dont_dump_skipped += 1;
+            }
+            plan.segments.push(Segment {
+                start: mapping.start,
+                end: mapping.end,
+                mapping: index,
+                stored: false,
+                runs: Vec::new(),
+            });
+            continue;
+        }
+        let mut wants: Vec<(u64, u64, Read)> = Vec::new();
+        if let Some(rule) = mode_rule(mapping, options.mode) {
+            wants.push((mapping.start, mapping.end, rule));
+        }
+        let file = is_file_backed(mapping);
+        for &(start, end) in &extras {
+            let (start, end) = (page_down(start), page_up(end));
+            let (start, end) = (start.max(mapping.start), end.min(mapping.end));
+            if start < end {
+                wants.push((start, end, if file { Read::All } else { Read::Touched }));
+            }
+        }
+        // The first page of each mapped ELF file carries its headers and build id.
+        if file && mapping.offset == 0 {
+            let first = (mapping.start, mapping.start + PAGE_SIZE);
+            let present = !scanner.touched(first.0, first.1)?.is_empty();
+            if present && memory.read_vec(mapping.start, 4).as_deref() == Some(b"\x7fELF") {
+                wants.push((first.0, first.1, Read::All));
+            }
+        }
+
+        let mut stored = Vec::new();
+        let mut reads = Vec::new();
+        for (start, end, read) in wants {
+            match read {
+                Read::All => {
+                    stored.push((start, end));
+                    reads.push((start, end));
+                }
+                Read::Touched => {
+                    stored.push((start, end));
+                    for run in scanner.touched(start, end)? {
+                        reads.push((run.start.max(start), run.end.min(end)));
+                    }
+                }
+                Read::Written => {
+                    for run in scanner.touched(start, end)? {
+                        if !run.file_backed {
+                            stored.push((run.start, run.end));
+                            reads.push((run.start, run.end));
+                        }
+                    }
+                }
+            }
+        }
+        let stored = merge_ranges(stored);
+        let reads = merge_ranges(reads);
+        let mut cursor = mapping.start;
+        for (start, end) in stored {
+            if cursor < start {
+                plan.segments.push(Segment {
+                    start: cursor,
+                    end: start,
+                    mapping: index,
+                    stored: false,
+                    runs: Vec::new(),
+                });
+            }
+            let runs = reads
+                .iter()
+                .map(|&(s, e)| (s.max(start), e.min(end)))
+                .filter(|(s, e)| s < e)
+                .collect();
+            plan.segments.push(Segment {
+                start,
+                end,
+                mapping: index,
+                stored: true,
+                runs,
+            });
+            cursor = end;
+        }
+        if cursor < mapping.end {
+            plan.segments.push(Segment {
+                start: cursor,
+                end: mapping.end,
+                mapping: index,
+                stored: false,
+                runs: Vec::new(),
+            });
+        }
+    }
+    Ok(plan)
+}
+
+/// Ranges every mode keeps: each thread's stack from below its stack pointer (the red zone
+/// included) to the top of its mapping, the page around each instruction pointer, and what
+/// the loader's library list is made of.
+fn extra_ranges(capture: &Capture) -> Vec<(u64, u64)> {
+    const RED_ZONE: u64 = 128;
+    let mut ranges = Vec::new();
+    for thread in &capture.threads {
+        let sp = thread.stack_pointer().saturating_sub(RED_ZONE);
+        if let Some(stack) = capture
+            .mapping_at(sp)
+            .or_else(|| capture.mapping_at(thread.stack_pointer()))
+        {
+            ranges.push((sp.max(stack.start), stack.end));
+        }
+        let ip = thread.instruction_pointer();
+        if capture.mapping_at(ip).is_some() {
+            ranges.push((page_down(ip), page_down(ip) + PAGE_SIZE));
+        }
+    }
+    ranges.extend(capture.link_map.ranges());
+    ranges
+}
+
+/// Sort and merge overlapping or touching ranges, page-aligned.
+fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.retain(|(s, e)| s < e);
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_ranges() {
+        assert_eq!(
+            merge_ranges(vec![(10, 20), (0, 5), (5, 8), (15, 30), (40, 40)]),
+            vec![(0, 8), (10, 30)]
+        );
+    }
+
+    #[test]
+    fn mode_names_round_trip() {
+        for mode in [Mode::Mini, Mode::Heap, Mode::Full] {
+            assert_eq!(mode.as_str().parse::<Mode>().unwrap(), mode);
+        }
+        assert_eq!("WithHeap".parse::<Mode>().unwrap(), Mode::Heap);
+        assert!("huge".parse::<Mode>().is_err());
+    }
+}
