@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use snapdump::error::human_bytes;
-use snapdump::{Cancel, DumpReport, DumpRequest, Error, Mode, TargetSpec};
+use snapdump::{Cancel, DumpReport, DumpRequest, Error, Format, Mode, TargetSpec};
 
 /// Dumps of live Linux processes that gdb, lldb and minidump tools open.
 #[derive(Parser, Debug)]
@@ -56,8 +56,12 @@ struct DumpArgs {
     #[arg(long, value_name = "MODE")]
     mode: Option<Mode>,
 
+    /// The file format: elf (an ELF core, the default) or minidump.
+    #[arg(long, value_name = "FORMAT", default_value = "elf")]
+    format: Format,
+
     /// The output file, or an existing folder for a default-named file
-    /// (<comm>_<pid>_<YYYYMMDD_HHMMSS>.core). Default: the current folder.
+    /// (<comm>_<pid>_<YYYYMMDD_HHMMSS>.core, or .dmp). Default: the current folder.
     #[arg(long, short = 'o', visible_short_alias = 'f', value_name = "PATH")]
     output: Option<PathBuf>,
 
@@ -192,6 +196,7 @@ fn run_dump(args: DumpArgs) -> ExitCode {
     };
     let mut request = DumpRequest::new(target)
         .mode(mode)
+        .format(args.format)
         .overwrite(args.overwrite)
         .cancel(cancel_on_signals());
     request.output = args.output;
@@ -248,10 +253,14 @@ fn millis(d: Duration) -> String {
 fn summary(report: &DumpReport) -> String {
     let pause = &report.pause;
     let mut line = format!(
-        "snapdump: {} core of {} (pid {}): {} threads, {} of {} regions stored, {} on disk \
+        "snapdump: {} {} of {} (pid {}): {} threads, {} of {} regions stored, {} on disk \
          ({} apparent); target stopped {} ms (stop {}, registers {}, memory {}, resume {}); \
          total {} ms",
         report.mode,
+        match report.format {
+            Format::Elf => "core",
+            Format::Minidump => "minidump",
+        },
         report.name,
         report.pid,
         report.threads,

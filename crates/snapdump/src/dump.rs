@@ -16,6 +16,7 @@ use crate::Cancel;
 use crate::capture::Capture;
 use crate::elf::{self, CoreLayout};
 use crate::error::{Error, Result};
+use crate::minidump;
 use crate::naming;
 use crate::output::{DumpFile, SpaceGuard, SparseWriter, parent_dir};
 use crate::process::memory::LiveMemory;
@@ -42,6 +43,44 @@ impl TargetSpec {
     }
 }
 
+/// The file format of a dump.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// An ELF core, as the kernel and gdb write them (gdb, lldb, dotnet-dump, readelf).
+    #[default]
+    Elf,
+    /// A minidump with Breakpad/Crashpad's Linux streams (minidump-stackwalk, lldb, WinDbg).
+    Minidump,
+}
+
+impl Format {
+    /// The default file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Elf => "core",
+            Format::Minidump => "dmp",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Elf => "elf",
+            Format::Minidump => "minidump",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Format, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "elf" | "core" => Ok(Format::Elf),
+            "minidump" | "mdmp" | "dmp" => Ok(Format::Minidump),
+            other => Err(format!("unknown format {other:?}: use elf or minidump")),
+        }
+    }
+}
+
 /// Called with (bytes done, bytes planned) while memory is written.
 pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
@@ -50,6 +89,7 @@ pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 pub struct DumpRequest {
     pub target: TargetSpec,
     pub mode: Mode,
+    pub format: Format,
     /// A file path, or an existing folder for a default-named file; `None`: the current folder.
     pub output: Option<PathBuf>,
     pub overwrite: bool,
@@ -76,6 +116,7 @@ impl DumpRequest {
         DumpRequest {
             target,
             mode: Mode::default(),
+            format: Format::default(),
             output: None,
             overwrite: false,
             include_dont_dump: false,
@@ -87,6 +128,11 @@ impl DumpRequest {
 
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
         self
     }
 
@@ -128,6 +174,7 @@ pub struct DumpReport {
     pub pid: i32,
     pub name: String,
     pub mode: Mode,
+    pub format: Format,
     pub threads: usize,
     /// Program headers of type PT_LOAD, and how many hold contents.
     pub segments: usize,
@@ -144,7 +191,7 @@ pub struct DumpReport {
 /// The file a request writes to, decided before the target is touched.
 pub fn destination(request: &DumpRequest, pid: i32, comm: &[u8]) -> Result<PathBuf> {
     let stem = || naming::default_stem(comm, pid, std::time::SystemTime::now());
-    let ext = "core";
+    let ext = request.format.extension();
     match &request.output {
         None => Ok(naming::unique_path(Path::new("."), &stem(), ext)),
         Some(path) if path.is_dir() => Ok(naming::unique_path(path, &stem(), ext)),
@@ -191,8 +238,14 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
         include_dont_dump: request.include_dont_dump,
     };
     let plan = select::plan(&capture, &memory, &scanner, &options)?;
-    let layout = CoreLayout::new(&capture, &plan);
-    let estimate = layout.estimated_disk_bytes(&plan);
+    let layout = match request.format {
+        Format::Elf => Some(CoreLayout::new(&capture, &plan)),
+        Format::Minidump => None,
+    };
+    let estimate = match &layout {
+        Some(layout) => layout.estimated_disk_bytes(&plan),
+        None => minidump::estimate_disk_bytes(&capture, &plan),
+    };
     guard.check(estimate)?;
     tracing::debug!(
         segments = plan.segments.len(),
@@ -209,15 +262,25 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
             progress(done, planned);
         }
     };
-    let stats = elf::write_core(
-        &capture,
-        &plan,
-        &layout,
-        &memory,
-        writer,
-        &mut report_progress,
-        &request.cancel,
-    )?;
+    let stats = match &layout {
+        Some(layout) => elf::write_core(
+            &capture,
+            &plan,
+            layout,
+            &memory,
+            writer,
+            &mut report_progress,
+            &request.cancel,
+        )?,
+        None => minidump::write_minidump(
+            &capture,
+            &plan,
+            &memory,
+            writer,
+            &mut report_progress,
+            &request.cancel,
+        )?,
+    };
     pause.memory = t.elapsed();
     let stopped_at = stopped.stopped_at();
     pause.resume = stopped.resume();
@@ -229,6 +292,7 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
         pid,
         name: capture.name(),
         mode: request.mode,
+        format: request.format,
         threads: capture.threads.len(),
         segments: plan.segments.len(),
         stored_segments: plan.stored_segments().count(),

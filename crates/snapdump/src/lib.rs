@@ -28,7 +28,7 @@
 //!   memory reading, page listing, the loader's library list.
 //! - [`capture`]: what the writers need, gathered while the target is stopped.
 //! - [`select`]: modes → which bytes of which mapping go in.
-//! - [`elf`]: the ELF core writer.
+//! - [`elf`]: the ELF core writer; [`minidump`]: the minidump writer.
 //! - [`output`]: partial files, sparse writing, the free-space guard; [`naming`]: file names.
 //! - [`dump()`]: the whole sequence, with its guarantees: the target is released on every
 //!   path, a failed dump leaves no file, an existing file is never replaced unasked.
@@ -37,6 +37,7 @@ pub mod capture;
 pub mod dump;
 pub mod elf;
 pub mod error;
+pub mod minidump;
 pub mod naming;
 pub mod output;
 pub mod process;
@@ -46,7 +47,7 @@ pub mod sys;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use dump::{DumpReport, DumpRequest, PauseTimes, TargetSpec, dump};
+pub use dump::{DumpReport, DumpRequest, Format, PauseTimes, TargetSpec, dump};
 pub use error::{Error, Result};
 pub use select::Mode;
 
