@@ -9,8 +9,11 @@
 //! * `/proc` helpers: [`proc_state`], [`tracer_pid`], [`thread_states`], [`children_of`],
 //!   [`assert_running_untraced`], [`parse_stat`].
 //! * [`find_subsequence`]: fast byte search for dump files.
+//! * [`tools`]: gdb, lldb and minidump-stackwalk in batch mode.
 
 #![forbid(unsafe_code)]
+
+pub mod tools;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};

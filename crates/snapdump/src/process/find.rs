@@ -69,11 +69,8 @@ pub fn summarize(pid: i32) -> Option<ProcessSummary> {
     } else if stat.state == b'Z' {
         Some("zombie".to_owned())
     } else if status.tracer_pid != 0 {
-        Some(format!(
-            "traced by {} ({})",
-            status.tracer_pid,
-            super::process_name(status.tracer_pid)
-        ))
+        let (tracer, name) = super::tracer_process(status.tracer_pid);
+        Some(format!("traced by {tracer} ({name})"))
     } else if std::fs::metadata(proc_path(pid, "mem"))
         .and_then(|_| std::fs::File::open(proc_path(pid, "mem")))
         .is_err()

@@ -76,6 +76,16 @@ pub fn process_name(pid: i32) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The process a tracer thread belongs to, as (pid, name): `TracerPid` names a thread.
+pub fn tracer_process(tracer_tid: i32) -> (i32, String) {
+    let pid = read_status(tracer_tid)
+        .map(|s| s.tgid)
+        .ok()
+        .filter(|&tgid| tgid > 0)
+        .unwrap_or(tracer_tid);
+    (pid, process_name(pid))
+}
+
 /// Check that `pid` is a process snapdump can dump, returning its stat and status. Each
 /// refusal is a specific error with advice.
 pub fn check_dumpable(pid: i32) -> Result<(Stat, Status)> {
@@ -94,10 +104,11 @@ pub fn check_dumpable(pid: i32) -> Result<(Stat, Status)> {
     }
     let status = read_status(pid)?;
     if status.tracer_pid != 0 {
+        let (tracer_pid, tracer_name) = tracer_process(status.tracer_pid);
         return Err(Error::AlreadyTraced {
             pid,
-            tracer_pid: status.tracer_pid,
-            tracer_name: process_name(status.tracer_pid),
+            tracer_pid,
+            tracer_name,
         });
     }
     Ok((stat, status))

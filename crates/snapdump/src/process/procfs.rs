@@ -73,6 +73,8 @@ pub fn parse_stat(bytes: &[u8]) -> Option<Stat> {
 pub struct Status {
     pub name: Vec<u8>,
     pub tracer_pid: i32,
+    /// The thread group (process) id; differs from the pid for a thread's status file.
+    pub tgid: i32,
     pub uid: u32,
     pub gid: u32,
     pub sig_pending: u64,
@@ -97,6 +99,7 @@ pub fn parse_status(bytes: &[u8]) -> Status {
             // The name is escaped by the kernel; keep its bytes apart from the leading tab.
             b"Name" => status.name = trim_ascii(value).to_vec(),
             b"TracerPid" => status.tracer_pid = first.parse().unwrap_or(0),
+            b"Tgid" => status.tgid = first.parse().unwrap_or(0),
             b"Uid" => status.uid = first.parse().unwrap_or(0),
             b"Gid" => status.gid = first.parse().unwrap_or(0),
             b"SigPnd" => status.sig_pending = u64::from_str_radix(first, 16).unwrap_or(0),
@@ -395,10 +398,11 @@ mod tests {
 
     #[test]
     fn status_fields() {
-        let text = b"Name:\tmy prog\nState:\tS (sleeping)\nTracerPid:\t77\nUid:\t1000\t1000\t1000\t1000\nGid:\t50\t50\t50\t50\nNSpid:\t900\t1\nSigPnd:\t0000000000000100\nSigBlk:\tfffffffe7ffbfeff\n";
+        let text = b"Name:\tmy prog\nState:\tS (sleeping)\nTgid:\t900\nTracerPid:\t77\nUid:\t1000\t1000\t1000\t1000\nGid:\t50\t50\t50\t50\nNSpid:\t900\t1\nSigPnd:\t0000000000000100\nSigBlk:\tfffffffe7ffbfeff\n";
         let status = parse_status(text);
         assert_eq!(status.name, b"my prog");
         assert_eq!(status.tracer_pid, 77);
+        assert_eq!(status.tgid, 900);
         assert_eq!((status.uid, status.gid), (1000, 50));
         assert_eq!(status.ns_pids, vec![900, 1]);
         assert_eq!(status.sig_pending, 0x100);

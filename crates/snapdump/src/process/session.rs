@@ -79,10 +79,12 @@ impl StoppedProcess {
                     Err(Errno::EPERM) if stopped.threads.is_empty() => {
                         let status = super::read_status(pid)?;
                         return Err(if status.tracer_pid != 0 {
+                            let (tracer_pid, tracer_name) =
+                                super::tracer_process(status.tracer_pid);
                             Error::AlreadyTraced {
                                 pid,
-                                tracer_pid: status.tracer_pid,
-                                tracer_name: super::process_name(status.tracer_pid),
+                                tracer_pid,
+                                tracer_name,
                             }
                         } else {
                             Error::PermissionDenied {
