@@ -17,13 +17,13 @@ use crate::capture::Capture;
 use crate::elf::{self, CoreLayout};
 use crate::error::{Error, Result};
 use crate::minidump;
-use crate::naming;
 use crate::output::{DumpFile, SpaceGuard, SparseWriter, parent_dir};
 use crate::process::memory::LiveMemory;
 use crate::process::pagemap::PageScanner;
 use crate::process::session::StoppedProcess;
 use crate::process::{self, find};
 use crate::select::{self, Mode, SelectOptions};
+use crate::{fault, naming};
 
 /// Which process to dump.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,12 +224,14 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
         stop: stopped.stop_duration,
         ..PauseTimes::default()
     };
+    fault::stall_point("stopped", &request.cancel)?;
     let t = Instant::now();
     let memory = LiveMemory::new(pid);
     let mut capture = Capture::collect(&stopped, &memory)?;
     // While traced every thread reads as 't'; record the state it was in before.
     capture.stat.state = stat.state;
     pause.registers = t.elapsed();
+    fault::stall_point("captured", &request.cancel)?;
 
     let t = Instant::now();
     let scanner = PageScanner::open(pid)?;
@@ -257,10 +259,13 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
     let writer = SparseWriter::new(file.file(), Some(guard), estimate);
     let planned = plan.data_bytes();
     let progress = request.progress.clone();
+    let cancel = request.cancel.clone();
     let mut report_progress = |done: u64| {
         if let Some(progress) = &progress {
             progress(done, planned);
         }
+        // The writer checks the cancel flag before its next chunk.
+        let _ = fault::stall_point("writing", &cancel);
     };
     let stats = match &layout {
         Some(layout) => elf::write_core(
@@ -282,6 +287,7 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
         )?,
     };
     pause.memory = t.elapsed();
+    fault::stall_point("written", &request.cancel)?;
     let stopped_at = stopped.stopped_at();
     pause.resume = stopped.resume();
     pause.total = stopped_at.elapsed();

@@ -37,6 +37,7 @@ pub mod capture;
 pub mod dump;
 pub mod elf;
 pub mod error;
+pub mod fault;
 pub mod minidump;
 pub mod naming;
 pub mod output;

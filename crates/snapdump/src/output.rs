@@ -14,19 +14,25 @@ const WRITE_BUFFER: usize = 4 << 20;
 /// How often (in bytes written) the free space is checked again.
 const SPACE_CHECK_EVERY: u64 = 64 << 20;
 
-/// A dump being written: `NAME.partial` beside its final name. Dropping it before
-/// [`DumpFile::commit`] removes the partial file, so a failed dump leaves nothing behind.
+/// A dump being written. It has no name until it is complete: an unnamed `O_TMPFILE` file in
+/// the destination folder, linked to its final name by [`DumpFile::commit`], so a dumper killed
+/// mid-write (even by SIGKILL) leaves nothing behind. Filesystems without `O_TMPFILE` get a
+/// visible `NAME.partial` instead, removed on every failure the dumper lives through. Dumps are
+/// created `0600`: they hold the target's memory.
 #[derive(Debug)]
 pub struct DumpFile {
     file: Option<File>,
-    partial: PathBuf,
+    /// The visible `.partial` path, when `O_TMPFILE` was not available.
+    partial: Option<PathBuf>,
     destination: PathBuf,
     overwrite: bool,
 }
 
 impl DumpFile {
-    /// Create `destination.partial`. Refuses when `destination` exists, unless `overwrite`.
+    /// Start a dump that will be named `destination`. Refuses when `destination` exists,
+    /// unless `overwrite`.
     pub fn create(destination: &Path, overwrite: bool) -> Result<DumpFile> {
+        use std::os::unix::fs::OpenOptionsExt;
         let dir = parent_dir(destination);
         if !dir.is_dir() {
             return Err(Error::OutputDirMissing { path: dir });
@@ -36,22 +42,36 @@ impl DumpFile {
                 path: destination.to_owned(),
             });
         }
-        let mut partial = destination.as_os_str().to_owned();
-        partial.push(".partial");
-        let partial = PathBuf::from(partial);
-        let file = OpenOptions::new()
+        let not_writable = |source: std::io::Error| Error::OutputNotWritable {
+            path: dir.clone(),
+            source,
+        };
+        let unnamed = OpenOptions::new()
             .write(true)
-            .create_new(true)
-            .open(&partial)
-            .map_err(|source| match source.kind() {
-                std::io::ErrorKind::AlreadyExists => Error::OutputExists {
-                    path: partial.clone(),
-                },
-                _ => Error::OutputNotWritable {
-                    path: dir.clone(),
-                    source,
-                },
-            })?;
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(&dir);
+        let (file, partial) = match unnamed {
+            Ok(file) => (file, None),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
+                let mut partial = destination.as_os_str().to_owned();
+                partial.push(".partial");
+                let partial = PathBuf::from(partial);
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&partial)
+                    .map_err(|source| match source.kind() {
+                        std::io::ErrorKind::AlreadyExists => Error::OutputExists {
+                            path: partial.clone(),
+                        },
+                        _ => not_writable(source),
+                    })?;
+                (file, Some(partial))
+            }
+            Err(e) => return Err(not_writable(e)),
+        };
         Ok(DumpFile {
             file: Some(file),
             partial,
@@ -64,54 +84,74 @@ impl DumpFile {
         self.file.as_ref().expect("dump file used after commit")
     }
 
-    pub fn partial_path(&self) -> &Path {
-        &self.partial
+    /// The visible partial file, if this filesystem needed one.
+    pub fn partial_path(&self) -> Option<&Path> {
+        self.partial.as_deref()
     }
 
     pub fn destination(&self) -> &Path {
         &self.destination
     }
 
-    /// fsync and rename into place. Without `overwrite` the rename refuses to replace a file
-    /// that appeared meanwhile.
+    /// fsync and give the file its name. Without `overwrite` a file that appeared meanwhile
+    /// is never replaced.
     pub fn commit(mut self) -> Result<PathBuf> {
         let file = self.file.take().expect("committed once");
         file.sync_all()
-            .map_err(|e| Error::io(format!("syncing {}", self.partial.display()), e))?;
-        drop(file);
-        let renamed = if self.overwrite {
-            std::fs::rename(&self.partial, &self.destination)
-                .map_err(|e| sys::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-        } else {
-            sys::rename_no_replace(&self.partial, &self.destination)
+            .map_err(|e| Error::io("syncing the dump", e))?;
+        let exists = |_| Error::OutputExists {
+            path: self.destination.clone(),
         };
-        match renamed {
-            Ok(()) => {}
-            Err(sys::Errno::EEXIST) => {
-                return Err(Error::OutputExists {
-                    path: self.destination.clone(),
-                });
+        let failed = |what: &str, errno: sys::Errno| {
+            Error::io(
+                format!("{what} {}", self.destination.display()),
+                errno.into(),
+            )
+        };
+        match (&self.partial, self.overwrite) {
+            (None, false) => {
+                sys::link_unnamed_file(&file, &self.destination).map_err(|e| match e {
+                    sys::Errno::EEXIST => exists(e),
+                    e => failed("naming", e),
+                })?
             }
-            Err(errno) => {
-                return Err(Error::io(
-                    format!("renaming {}", self.partial.display()),
-                    errno.into(),
-                ));
+            (None, true) => {
+                // Link under a temporary name, then rename over the old file atomically.
+                let mut temp = self.destination.as_os_str().to_owned();
+                temp.push(format!(".{}.tmp", std::process::id()));
+                let temp = PathBuf::from(temp);
+                sys::link_unnamed_file(&file, &temp).map_err(|e| failed("naming", e))?;
+                if let Err(e) = std::fs::rename(&temp, &self.destination) {
+                    let _ = std::fs::remove_file(&temp);
+                    return Err(Error::io(
+                        format!("replacing {}", self.destination.display()),
+                        e,
+                    ));
+                }
             }
+            (Some(partial), false) => {
+                sys::rename_no_replace(partial, &self.destination).map_err(|e| match e {
+                    sys::Errno::EEXIST => exists(e),
+                    e => failed("renaming to", e),
+                })?
+            }
+            (Some(partial), true) => std::fs::rename(partial, &self.destination)
+                .map_err(|e| Error::io(format!("renaming to {}", self.destination.display()), e))?,
         }
-        // Make the rename itself durable.
+        drop(file);
+        // Make the new name itself durable.
         if let Ok(dir) = File::open(parent_dir(&self.destination)) {
             let _ = dir.sync_all();
         }
-        self.partial = PathBuf::new();
+        self.partial = None;
         Ok(self.destination.clone())
     }
 }
 
 impl Drop for DumpFile {
     fn drop(&mut self) {
-        if !self.partial.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.partial);
+        if let Some(partial) = &self.partial {
+            let _ = std::fs::remove_file(partial);
         }
     }
 }
@@ -321,6 +361,8 @@ mod tests {
         writer.finish().unwrap();
         let final_path = dump.commit().unwrap();
         let meta = std::fs::metadata(&final_path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(meta.len(), 4096 + 64 * 4096 + (1 << 20));
         assert!(
             meta.blocks() * 512 < 64 * 4096,
@@ -343,11 +385,14 @@ mod tests {
             Err(Error::OutputExists { .. })
         ));
         {
-            let dump = DumpFile::create(&path, true).unwrap();
-            assert!(dump.partial_path().exists());
+            let _dump = DumpFile::create(&path, true).unwrap();
             // Dropped without commit: a failure.
         }
-        assert!(!dir.join("x.core.partial").exists());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "a partial file remains"
+        );
         assert_eq!(std::fs::read(&path).unwrap(), b"precious");
         assert!(matches!(
             DumpFile::create(&dir.join("missing/x.core"), false),
@@ -364,7 +409,11 @@ mod tests {
         std::fs::write(&path, b"someone else's").unwrap();
         assert!(matches!(dump.commit(), Err(Error::OutputExists { .. })));
         assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
-        assert!(!dir.join("x.core.partial").exists());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "a partial file remains"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

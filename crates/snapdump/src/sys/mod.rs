@@ -245,3 +245,16 @@ pub fn rename_no_replace(from: &std::path::Path, to: &std::path::Path) -> nix::R
     use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
     renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE)
 }
+
+/// Give an unnamed `O_TMPFILE` file the name `to`; fails with `EEXIST` if `to` exists.
+pub fn link_unnamed_file(file: &File, to: &std::path::Path) -> nix::Result<()> {
+    use nix::fcntl::{AT_FDCWD, AtFlags};
+    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    nix::unistd::linkat(
+        AT_FDCWD,
+        proc_path.as_str(),
+        AT_FDCWD,
+        to,
+        AtFlags::AT_SYMLINK_FOLLOW,
+    )
+}
