@@ -79,6 +79,25 @@ struct DumpArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     min_free: Option<u64>,
 
+    /// Write a zstd stream (.zst), optionally at a level (1 fast, the default; up to 19).
+    #[arg(long, value_name = "LEVEL", num_args = 0..=1, default_missing_value = "1",
+          value_parser = clap::value_parser!(i32).range(1..=19))]
+    compress: Option<i32>,
+
+    /// Refuse a dump expected to be larger than SIZE (before compression), e.g. 2G.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_size: Option<u64>,
+
+    /// With --max-size: leave regions out until the dump fits (stacks and what backtraces
+    /// need are kept first).
+    #[arg(long, requires = "max_size")]
+    truncate: bool,
+
+    /// Stop the target just long enough to plan, print the regions and the estimated size,
+    /// and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+
     /// Log each phase.
     #[arg(long, short = 'v')]
     verbose: bool,
@@ -202,6 +221,21 @@ fn run_dump(args: DumpArgs) -> ExitCode {
     request.output = args.output;
     request.include_dont_dump = args.include_dontdump;
     request.min_free = args.min_free;
+    request.compress = args.compress;
+    request.max_size = args.max_size;
+    request.truncate = args.truncate;
+    if args.dry_run {
+        return match snapdump::dry_run(&request) {
+            Ok(report) => {
+                print_dry_run(&report, args.quiet);
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("snapdump: error: {error}");
+                ExitCode::from(exit_code(&error))
+            }
+        };
+    }
     let bar = (!args.quiet && std::io::stderr().is_terminal()).then(progress_bar);
     if let Some(bar) = &bar {
         let bar = bar.clone();
@@ -231,6 +265,42 @@ fn run_dump(args: DumpArgs) -> ExitCode {
             ExitCode::from(exit_code(&error))
         }
     }
+}
+
+fn print_dry_run(report: &snapdump::DryRunReport, quiet: bool) {
+    if !quiet {
+        println!(
+            "{:>18} {:>18} {:>12}  {:<6} MAPPING",
+            "START", "END", "DATA", "STORED"
+        );
+        for region in &report.regions {
+            println!(
+                "{:#018x} {:#018x} {:>12}  {:<6} {}",
+                region.start,
+                region.end,
+                human_bytes(region.data_bytes),
+                if region.stored { "yes" } else { "no" },
+                region.name
+            );
+        }
+    }
+    let stored = report.regions.iter().filter(|r| r.stored).count();
+    println!(
+        "estimate: {} bytes on disk ({}), {} apparent; {} of {} regions stored",
+        report.estimated_disk_bytes,
+        human_bytes(report.estimated_disk_bytes),
+        human_bytes(report.estimated_file_len),
+        stored,
+        report.regions.len()
+    );
+    eprintln!(
+        "snapdump: dry run, {} mode, {} (pid {}), {} threads: nothing written; target stopped {} ms",
+        report.mode,
+        report.name,
+        report.pid,
+        report.threads,
+        millis(report.pause.total)
+    );
 }
 
 fn progress_bar() -> indicatif::ProgressBar {
@@ -279,6 +349,12 @@ fn summary(report: &DumpReport) -> String {
         line += &format!(
             "; {} MADV_DONTDUMP regions left out",
             report.dont_dump_skipped
+        );
+    }
+    if report.truncated_bytes > 0 {
+        line += &format!(
+            "; {} left out to fit --max-size",
+            human_bytes(report.truncated_bytes)
         );
     }
     if report.unreadable_bytes > 0 {

@@ -96,6 +96,12 @@ pub struct DumpRequest {
     pub include_dont_dump: bool,
     /// Bytes that must stay free on the output's filesystem; `None`: 5% of it or 1 GiB.
     pub min_free: Option<u64>,
+    /// Write a zstd stream at this level (`.zst` is added to default names).
+    pub compress: Option<i32>,
+    /// Refuse dumps expected to be larger than this many bytes (before compression)...
+    pub max_size: Option<u64>,
+    /// ...or, with `truncate`, leave out regions until the dump fits.
+    pub truncate: bool,
     pub cancel: Cancel,
     pub progress: Option<Progress>,
 }
@@ -121,6 +127,9 @@ impl DumpRequest {
             overwrite: false,
             include_dont_dump: false,
             min_free: None,
+            compress: None,
+            max_size: None,
+            truncate: false,
             cancel: Cancel::default(),
             progress: None,
         }
@@ -184,6 +193,8 @@ pub struct DumpReport {
     pub disk_bytes: u64,
     pub unreadable_bytes: u64,
     pub dont_dump_skipped: usize,
+    /// Bytes left out to honour `max_size` with `truncate`.
+    pub truncated_bytes: u64,
     pub pause: PauseTimes,
     pub elapsed: Duration,
 }
@@ -191,7 +202,11 @@ pub struct DumpReport {
 /// The file a request writes to, decided before the target is touched.
 pub fn destination(request: &DumpRequest, pid: i32, comm: &[u8]) -> Result<PathBuf> {
     let stem = || naming::default_stem(comm, pid, std::time::SystemTime::now());
-    let ext = request.format.extension();
+    let ext = match request.compress {
+        Some(_) => format!("{}.zst", request.format.extension()),
+        None => request.format.extension().to_owned(),
+    };
+    let ext = ext.as_str();
     match &request.output {
         None => Ok(naming::unique_path(Path::new("."), &stem(), ext)),
         Some(path) if path.is_dir() => Ok(naming::unique_path(path, &stem(), ext)),
@@ -203,6 +218,145 @@ pub fn destination(request: &DumpRequest, pid: i32, comm: &[u8]) -> Result<PathB
             Ok(path.clone())
         }
     }
+}
+
+/// One line of a dry run: a piece of a mapping and what the dump would keep of it.
+#[derive(Clone, Debug)]
+pub struct PlannedRegion {
+    pub start: u64,
+    pub end: u64,
+    /// Bytes that would be read and written.
+    pub data_bytes: u64,
+    pub stored: bool,
+    /// The mapping's name: a path, `[heap]`, `[stack]`, `anonymous`...
+    pub name: String,
+}
+
+/// What a dump would write, without writing it.
+#[derive(Clone, Debug)]
+pub struct DryRunReport {
+    pub pid: i32,
+    pub name: String,
+    pub mode: Mode,
+    pub threads: usize,
+    pub regions: Vec<PlannedRegion>,
+    /// The expected bytes on disk (before compression) and the file's apparent size.
+    pub estimated_disk_bytes: u64,
+    pub estimated_file_len: u64,
+    pub pause: PauseTimes,
+}
+
+fn mapping_name(mapping: &crate::process::procfs::Mapping) -> String {
+    use crate::process::procfs::Backing;
+    match &mapping.backing {
+        Backing::Anonymous => "anonymous".into(),
+        Backing::Heap => "[heap]".into(),
+        Backing::Stack => "[stack]".into(),
+        Backing::Vdso => "[vdso]".into(),
+        Backing::Vvar => "[vvar]".into(),
+        Backing::Vsyscall => "[vsyscall]".into(),
+        Backing::File { path, deleted } => {
+            format!(
+                "{}{}",
+                path.display(),
+                if *deleted { " (deleted)" } else { "" }
+            )
+        }
+        Backing::Other(name) => name.to_string_lossy().into_owned(),
+    }
+}
+
+/// A stopped, captured and planned target.
+struct Prepared {
+    stopped: StoppedProcess,
+    memory: LiveMemory,
+    capture: Capture,
+    plan: select::Plan,
+    pause: PauseTimes,
+}
+
+fn stop_capture_plan(request: &DumpRequest, pid: i32, state_before: u8) -> Result<Prepared> {
+    let stopped = StoppedProcess::stop(pid, Options::empty(), &request.cancel)?;
+    let mut pause = PauseTimes {
+        stop: stopped.stop_duration,
+        ..PauseTimes::default()
+    };
+    fault::stall_point("stopped", &request.cancel)?;
+    let t = Instant::now();
+    let memory = LiveMemory::new(pid);
+    let mut capture = Capture::collect(&stopped, &memory)?;
+    // While traced every thread reads as 't'; record the state it was in before.
+    capture.stat.state = state_before;
+    pause.registers = t.elapsed();
+    fault::stall_point("captured", &request.cancel)?;
+
+    let t = Instant::now();
+    let scanner = PageScanner::open(pid)?;
+    let options = SelectOptions {
+        mode: request.mode,
+        include_dont_dump: request.include_dont_dump,
+    };
+    let plan = select::plan(&capture, &memory, &scanner, &options)?;
+    pause.memory = t.elapsed();
+    Ok(Prepared {
+        stopped,
+        memory,
+        capture,
+        plan,
+        pause,
+    })
+}
+
+/// The expected bytes on disk and the apparent length of a dump of `plan`.
+fn estimate(format: Format, capture: &Capture, plan: &select::Plan) -> (u64, u64) {
+    match format {
+        Format::Elf => {
+            let layout = CoreLayout::new(capture, plan);
+            (layout.estimated_disk_bytes(plan), layout.total_len)
+        }
+        Format::Minidump => {
+            let bytes = minidump::estimate_disk_bytes(capture, plan);
+            (bytes, bytes)
+        }
+    }
+}
+
+/// Stop the target just long enough to plan a dump, and report what it would write.
+pub fn dry_run(request: &DumpRequest) -> Result<DryRunReport> {
+    let pid = request.target.resolve()?;
+    let (stat, _status) = process::check_dumpable(pid)?;
+    let prepared = stop_capture_plan(request, pid, stat.state)?;
+    let Prepared {
+        stopped,
+        capture,
+        plan,
+        mut pause,
+        ..
+    } = prepared;
+    let stopped_at = stopped.stopped_at();
+    pause.resume = stopped.resume();
+    pause.total = stopped_at.elapsed();
+    let (estimated_disk_bytes, estimated_file_len) = estimate(request.format, &capture, &plan);
+    Ok(DryRunReport {
+        pid,
+        name: capture.name(),
+        mode: request.mode,
+        threads: capture.threads.len(),
+        regions: plan
+            .segments
+            .iter()
+            .map(|s| PlannedRegion {
+                start: s.start,
+                end: s.end,
+                data_bytes: s.data_bytes(),
+                stored: s.stored,
+                name: mapping_name(&capture.mappings[s.mapping]),
+            })
+            .collect(),
+        estimated_disk_bytes,
+        estimated_file_len,
+        pause,
+    })
 }
 
 /// Take one dump.
@@ -219,35 +373,30 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
     };
     request.cancel.check()?;
 
-    let stopped = StoppedProcess::stop(pid, Options::empty(), &request.cancel)?;
-    let mut pause = PauseTimes {
-        stop: stopped.stop_duration,
-        ..PauseTimes::default()
-    };
-    fault::stall_point("stopped", &request.cancel)?;
+    let Prepared {
+        stopped,
+        memory,
+        capture,
+        mut plan,
+        mut pause,
+    } = stop_capture_plan(request, pid, stat.state)?;
     let t = Instant::now();
-    let memory = LiveMemory::new(pid);
-    let mut capture = Capture::collect(&stopped, &memory)?;
-    // While traced every thread reads as 't'; record the state it was in before.
-    capture.stat.state = stat.state;
-    pause.registers = t.elapsed();
-    fault::stall_point("captured", &request.cancel)?;
-
-    let t = Instant::now();
-    let scanner = PageScanner::open(pid)?;
-    let options = SelectOptions {
-        mode: request.mode,
-        include_dont_dump: request.include_dont_dump,
-    };
-    let plan = select::plan(&capture, &memory, &scanner, &options)?;
-    let layout = match request.format {
-        Format::Elf => Some(CoreLayout::new(&capture, &plan)),
-        Format::Minidump => None,
-    };
-    let estimate = match &layout {
-        Some(layout) => layout.estimated_disk_bytes(&plan),
-        None => minidump::estimate_disk_bytes(&capture, &plan),
-    };
+    let (mut estimate, _) = estimate(request.format, &capture, &plan);
+    let mut truncated_bytes = 0;
+    if let Some(limit) = request.max_size
+        && estimate > limit
+    {
+        if !request.truncate {
+            return Err(Error::TooLarge {
+                size: estimate,
+                limit,
+            });
+        }
+        let overhead = estimate - plan.data_bytes();
+        let essential = select::extra_ranges(&capture);
+        truncated_bytes = plan.truncate_to(limit.saturating_sub(overhead), &essential);
+        estimate = self::estimate(request.format, &capture, &plan).0;
+    }
     guard.check(estimate)?;
     tracing::debug!(
         segments = plan.segments.len(),
@@ -256,7 +405,10 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
         plan.stored_segments().count(),
         capture.mappings.len()
     );
-    let writer = SparseWriter::new(file.file(), Some(guard), estimate);
+    let writer = match request.compress {
+        Some(level) => SparseWriter::compressed(file.file(), level, Some(guard), estimate)?,
+        None => SparseWriter::new(file.file(), Some(guard), estimate),
+    };
     let planned = plan.data_bytes();
     let progress = request.progress.clone();
     let cancel = request.cancel.clone();
@@ -267,17 +419,17 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
         // The writer checks the cancel flag before its next chunk.
         let _ = fault::stall_point("writing", &cancel);
     };
-    let stats = match &layout {
-        Some(layout) => elf::write_core(
+    let stats = match request.format {
+        Format::Elf => elf::write_core(
             &capture,
             &plan,
-            layout,
+            &CoreLayout::new(&capture, &plan),
             &memory,
             writer,
             &mut report_progress,
             &request.cancel,
         )?,
-        None => minidump::write_minidump(
+        Format::Minidump => minidump::write_minidump(
             &capture,
             &plan,
             &memory,
@@ -286,13 +438,16 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
             &request.cancel,
         )?,
     };
-    pause.memory = t.elapsed();
+    pause.memory += t.elapsed();
     fault::stall_point("written", &request.cancel)?;
     let stopped_at = stopped.stopped_at();
     pause.resume = stopped.resume();
     pause.total = stopped_at.elapsed();
 
     let path = file.commit()?;
+    let disk_bytes = std::fs::metadata(&path)
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .unwrap_or(stats.disk_bytes);
     Ok(DumpReport {
         path,
         pid,
@@ -303,9 +458,10 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
         segments: plan.segments.len(),
         stored_segments: plan.stored_segments().count(),
         file_len: stats.file_len,
-        disk_bytes: stats.disk_bytes,
+        disk_bytes,
         unreadable_bytes: stats.unreadable_bytes,
         dont_dump_skipped: plan.dont_dump_skipped,
+        truncated_bytes,
         pause,
         elapsed: started.elapsed(),
     })

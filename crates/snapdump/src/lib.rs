@@ -48,7 +48,10 @@ pub mod sys;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use dump::{DumpReport, DumpRequest, Format, PauseTimes, TargetSpec, dump};
+pub use dump::{
+    DryRunReport, DumpReport, DumpRequest, Format, PauseTimes, PlannedRegion, TargetSpec, dry_run,
+    dump,
+};
 pub use error::{Error, Result};
 pub use select::Mode;
 

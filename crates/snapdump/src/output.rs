@@ -2,6 +2,7 @@
 //! positioned writes that skip holes (the file stays sparse), watched for free space.
 
 use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -199,14 +200,35 @@ impl SpaceGuard {
     }
 }
 
-/// Sequential writer over a file that turns all-zero pages and skipped ranges into holes.
+/// Where a [`SparseWriter`]'s bytes go.
+enum Sink<'a> {
+    /// A file written with positioned writes; skipped ranges stay holes.
+    File(&'a File),
+    /// A zstd stream into a file; skipped ranges are compressed zeros.
+    Zstd(Box<zstd::stream::write::Encoder<'static, std::io::BufWriter<&'a File>>>),
+    /// Any byte stream (a pipe, an HTTP body); skipped ranges are written as zeros.
+    Stream(Box<dyn Write + Send + 'a>),
+}
+
+impl std::fmt::Debug for Sink<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sink::File(_) => "File",
+            Sink::Zstd(_) => "Zstd",
+            Sink::Stream(_) => "Stream",
+        })
+    }
+}
+
+/// Sequential writer of a dump in file order. On a plain file, all-zero pages and skipped
+/// ranges become holes; on a stream (zstd, a pipe) they are written as zeros.
 #[derive(Debug)]
 pub struct SparseWriter<'a> {
-    file: &'a File,
+    sink: Sink<'a>,
     buf: Vec<u8>,
-    /// File offset of `buf[0]`.
+    /// Stream offset of `buf[0]`.
     buf_start: u64,
-    /// Bytes handed to the kernel (holes excluded).
+    /// Bytes handed on (holes excluded).
     written: u64,
     guard: Option<SpaceGuard>,
     /// Bytes still expected, for the guard's checks.
@@ -216,8 +238,36 @@ pub struct SparseWriter<'a> {
 
 impl<'a> SparseWriter<'a> {
     pub fn new(file: &'a File, guard: Option<SpaceGuard>, estimate: u64) -> SparseWriter<'a> {
+        SparseWriter::with_sink(Sink::File(file), guard, estimate)
+    }
+
+    /// A zstd-compressed stream into `file` at `level` (1 is fast; 3 is zstd's default).
+    pub fn compressed(
+        file: &'a File,
+        level: i32,
+        guard: Option<SpaceGuard>,
+        estimate: u64,
+    ) -> Result<SparseWriter<'a>> {
+        let encoder = zstd::stream::write::Encoder::new(
+            std::io::BufWriter::with_capacity(WRITE_BUFFER, file),
+            level,
+        )
+        .map_err(|e| Error::io("starting zstd", e))?;
+        Ok(SparseWriter::with_sink(
+            Sink::Zstd(Box::new(encoder)),
+            guard,
+            estimate,
+        ))
+    }
+
+    /// Into any byte stream, e.g. an HTTP response body.
+    pub fn stream(stream: Box<dyn Write + Send + 'a>) -> SparseWriter<'a> {
+        SparseWriter::with_sink(Sink::Stream(stream), None, 0)
+    }
+
+    fn with_sink(sink: Sink<'a>, guard: Option<SpaceGuard>, estimate: u64) -> SparseWriter<'a> {
         SparseWriter {
-            file,
+            sink,
             buf: Vec::with_capacity(WRITE_BUFFER),
             buf_start: 0,
             written: 0,
@@ -227,12 +277,12 @@ impl<'a> SparseWriter<'a> {
         }
     }
 
-    /// The file offset the next byte goes to.
+    /// The offset the next byte goes to.
     pub fn position(&self) -> u64 {
         self.buf_start + self.buf.len() as u64
     }
 
-    /// Bytes written so far (holes excluded).
+    /// Bytes written so far (holes excluded; before compression).
     pub fn written(&self) -> u64 {
         self.written + self.buf.len() as u64
     }
@@ -272,8 +322,22 @@ impl<'a> SparseWriter<'a> {
         if len == 0 {
             return Ok(());
         }
-        self.flush()?;
-        self.buf_start += len;
+        if let Sink::File(_) = self.sink {
+            self.flush()?;
+            self.buf_start += len;
+            return Ok(());
+        }
+        // Streams have no holes: zeros (cheap to compress).
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(ZEROS.len() as u64) as usize;
+            self.buf.extend_from_slice(&ZEROS[..n]);
+            if self.buf.len() >= WRITE_BUFFER {
+                self.flush()?;
+            }
+            left -= n as u64;
+        }
         Ok(())
     }
 
@@ -296,30 +360,42 @@ impl<'a> SparseWriter<'a> {
             self.since_check = 0;
             guard.check(self.remaining_estimate.saturating_sub(self.written))?;
         }
-        self.file
-            .write_all_at(&self.buf, self.buf_start)
-            .map_err(|e| match (e.raw_os_error(), &self.guard) {
-                (Some(libc::ENOSPC), Some(guard)) => Error::InsufficientSpace {
-                    path: guard.dir.clone(),
-                    needed: self.remaining_estimate.saturating_sub(self.written),
-                    available: 0,
-                    min_free: guard.min_free,
-                },
-                _ => Error::io("writing the dump", e),
-            })?;
+        let result = match &mut self.sink {
+            Sink::File(file) => file.write_all_at(&self.buf, self.buf_start),
+            Sink::Zstd(encoder) => encoder.write_all(&self.buf),
+            Sink::Stream(stream) => stream.write_all(&self.buf),
+        };
+        result.map_err(|e| self.write_error(e))?;
         self.written += len;
         self.buf_start += len;
         self.buf.clear();
         Ok(())
     }
 
-    /// Flush and set the file's length (a trailing hole needs it).
+    fn write_error(&self, e: std::io::Error) -> Error {
+        match (e.raw_os_error(), &self.guard) {
+            (Some(libc::ENOSPC), Some(guard)) => Error::InsufficientSpace {
+                path: guard.dir.clone(),
+                needed: self.remaining_estimate.saturating_sub(self.written),
+                available: 0,
+                min_free: guard.min_free,
+            },
+            _ => Error::io("writing the dump", e),
+        }
+    }
+
+    /// Flush and close the stream, or set the file's length (a trailing hole needs it).
+    /// Returns the dump's length before compression.
     pub fn finish(mut self) -> Result<u64> {
         self.flush()?;
-        self.file
-            .set_len(self.buf_start)
-            .map_err(|e| Error::io("setting the dump's length", e))?;
-        Ok(self.written)
+        let len = self.buf_start;
+        let result = match self.sink {
+            Sink::File(file) => file.set_len(len),
+            Sink::Zstd(encoder) => encoder.finish().and_then(|mut w| w.flush()),
+            Sink::Stream(mut stream) => stream.flush(),
+        };
+        result.map_err(|e| Error::io("finishing the dump", e))?;
+        Ok(len)
     }
 }
 
@@ -372,6 +448,28 @@ mod tests {
         let back = std::fs::read(&final_path).unwrap();
         assert_eq!(&back[..4], b"head");
         assert_eq!(&back[4096..4096 + data.len()], &data[..]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn compressed_dumps_decompress_to_the_same_bytes() {
+        let dir = temp_dir("zstd");
+        let path = dir.join("x.core.zst");
+        let dump = DumpFile::create(&path, false).unwrap();
+        let mut writer = SparseWriter::compressed(dump.file(), 1, None, 0).unwrap();
+        writer.write(b"head").unwrap();
+        writer.skip_to(4096).unwrap();
+        writer.write_sparse(&[7u8; 8192]).unwrap();
+        writer.skip(1 << 20).unwrap();
+        assert_eq!(writer.finish().unwrap(), 4096 + 8192 + (1 << 20));
+        dump.commit().unwrap();
+        let packed = std::fs::read(&path).unwrap();
+        assert!(packed.len() < 4096, "{} bytes", packed.len());
+        let plain = zstd::decode_all(&packed[..]).unwrap();
+        assert_eq!(plain.len(), 4096 + 8192 + (1 << 20));
+        assert_eq!(&plain[..4], b"head");
+        assert!(plain[4..4096].iter().all(|&b| b == 0));
+        assert!(plain[4096..4096 + 8192].iter().all(|&b| b == 7));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

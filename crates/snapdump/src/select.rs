@@ -115,6 +115,36 @@ impl Plan {
     pub fn stored_segments(&self) -> impl Iterator<Item = &Segment> {
         self.segments.iter().filter(|s| s.stored)
     }
+
+    /// Keep at most `budget` bytes of data: segments holding `essential` ranges (stacks, the
+    /// loader's list: what a backtrace needs) first, then the others in address order; a
+    /// segment that does not fit is left out whole (its memory reads as unavailable, never as
+    /// wrong zeros). Returns the bytes left out.
+    pub fn truncate_to(&mut self, budget: u64, essential: &[(u64, u64)]) -> u64 {
+        let is_essential = |s: &Segment| {
+            essential
+                .iter()
+                .any(|&(start, end)| start < s.end && s.start < end)
+        };
+        let mut order: Vec<usize> = (0..self.segments.len())
+            .filter(|&i| self.segments[i].stored)
+            .collect();
+        order.sort_by_key(|&i| (!is_essential(&self.segments[i]), self.segments[i].start));
+        let mut used = 0u64;
+        let mut dropped = 0u64;
+        for i in order {
+            let segment = &mut self.segments[i];
+            let bytes = segment.data_bytes();
+            if used + bytes <= budget {
+                used += bytes;
+            } else {
+                segment.stored = false;
+                segment.runs.clear();
+                dropped += bytes;
+            }
+        }
+        dropped
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,7 +322,7 @@ pub fn plan(
 /// Ranges every mode keeps: each thread's stack from below its stack pointer (the red zone
 /// included) to the top of its mapping, the page around each instruction pointer, and what
 /// the loader's library list is made of.
-fn extra_ranges(capture: &Capture) -> Vec<(u64, u64)> {
+pub fn extra_ranges(capture: &Capture) -> Vec<(u64, u64)> {
     const RED_ZONE: u64 = 128;
     let mut ranges = Vec::new();
     for thread in &capture.threads {
@@ -336,6 +366,26 @@ mod tests {
             merge_ranges(vec![(10, 20), (0, 5), (5, 8), (15, 30), (40, 40)]),
             vec![(0, 8), (10, 30)]
         );
+    }
+
+    #[test]
+    fn truncation_keeps_essential_segments_first() {
+        let segment = |start: u64, end: u64| Segment {
+            start,
+            end,
+            mapping: 0,
+            stored: true,
+            runs: vec![(start, end)],
+        };
+        let mut plan = Plan {
+            segments: vec![segment(0, 100), segment(100, 200), segment(1000, 1050)],
+            dont_dump_skipped: 0,
+        };
+        let dropped = plan.truncate_to(160, &[(1010, 1020)]);
+        assert_eq!(dropped, 100);
+        let stored: Vec<bool> = plan.segments.iter().map(|s| s.stored).collect();
+        assert_eq!(stored, [true, false, true]);
+        assert_eq!(plan.data_bytes(), 150);
     }
 
     #[test]
