@@ -359,27 +359,38 @@ pub fn dry_run(request: &DumpRequest) -> Result<DryRunReport> {
     })
 }
 
-/// Take one dump.
-pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
-    let started = Instant::now();
-    let pid = request.target.resolve()?;
-    let (stat, _status) = process::check_dumpable(pid)?;
-    let path = destination(request, pid, &stat.comm)?;
-    let file = DumpFile::create(&path, request.overwrite)?;
-    let dir = parent_dir(&path);
-    let guard = match request.min_free {
-        Some(min_free) => SpaceGuard { dir, min_free },
-        None => SpaceGuard::with_default_reserve(&dir),
-    };
-    request.cancel.check()?;
+/// Where [`write_dump`] puts the bytes.
+enum Destination<'a> {
+    File {
+        file: &'a DumpFile,
+        guard: SpaceGuard,
+    },
+    Stream(Box<dyn std::io::Write + Send + 'a>),
+}
 
+/// What [`write_dump`] did, for the report.
+struct Written {
+    capture: Capture,
+    plan: select::Plan,
+    stats: elf::WriteStats,
+    truncated_bytes: u64,
+    pause: PauseTimes,
+}
+
+/// Stop, capture, plan, write, release: the part of a dump that holds the target.
+fn write_dump(
+    request: &DumpRequest,
+    pid: i32,
+    state_before: u8,
+    destination: Destination<'_>,
+) -> Result<Written> {
     let Prepared {
         stopped,
         memory,
         capture,
         mut plan,
         mut pause,
-    } = stop_capture_plan(request, pid, stat.state)?;
+    } = stop_capture_plan(request, pid, state_before)?;
     let t = Instant::now();
     let (mut estimate, _) = estimate(request.format, &capture, &plan);
     let mut truncated_bytes = 0;
@@ -397,7 +408,6 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
         truncated_bytes = plan.truncate_to(limit.saturating_sub(overhead), &essential);
         estimate = self::estimate(request.format, &capture, &plan).0;
     }
-    guard.check(estimate)?;
     tracing::debug!(
         segments = plan.segments.len(),
         estimate,
@@ -405,9 +415,15 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
         plan.stored_segments().count(),
         capture.mappings.len()
     );
-    let writer = match request.compress {
-        Some(level) => SparseWriter::compressed(file.file(), level, Some(guard), estimate)?,
-        None => SparseWriter::new(file.file(), Some(guard), estimate),
+    let writer = match destination {
+        Destination::File { file, guard } => {
+            guard.check(estimate)?;
+            match request.compress {
+                Some(level) => SparseWriter::compressed(file.file(), level, Some(guard), estimate)?,
+                None => SparseWriter::new(file.file(), Some(guard), estimate),
+            }
+        }
+        Destination::Stream(stream) => SparseWriter::stream(stream),
     };
     let planned = plan.data_bytes();
     let progress = request.progress.clone();
@@ -443,12 +459,31 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
     let stopped_at = stopped.stopped_at();
     pause.resume = stopped.resume();
     pause.total = stopped_at.elapsed();
+    Ok(Written {
+        capture,
+        plan,
+        stats,
+        truncated_bytes,
+        pause,
+    })
+}
 
-    let path = file.commit()?;
-    let disk_bytes = std::fs::metadata(&path)
-        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
-        .unwrap_or(stats.disk_bytes);
-    Ok(DumpReport {
+fn report(
+    request: &DumpRequest,
+    pid: i32,
+    path: PathBuf,
+    disk_bytes: u64,
+    written: Written,
+    started: Instant,
+) -> DumpReport {
+    let Written {
+        capture,
+        plan,
+        stats,
+        truncated_bytes,
+        pause,
+    } = written;
+    DumpReport {
         path,
         pid,
         name: capture.name(),
@@ -464,5 +499,47 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
         truncated_bytes,
         pause,
         elapsed: started.elapsed(),
-    })
+    }
+}
+
+/// Take one dump into a file.
+pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
+    let started = Instant::now();
+    let pid = request.target.resolve()?;
+    let (stat, _status) = process::check_dumpable(pid)?;
+    let path = destination(request, pid, &stat.comm)?;
+    let file = DumpFile::create(&path, request.overwrite)?;
+    let dir = parent_dir(&path);
+    let guard = match request.min_free {
+        Some(min_free) => SpaceGuard { dir, min_free },
+        None => SpaceGuard::with_default_reserve(&dir),
+    };
+    request.cancel.check()?;
+    let written = write_dump(
+        request,
+        pid,
+        stat.state,
+        Destination::File { file: &file, guard },
+    )?;
+    let path = file.commit()?;
+    let disk_bytes = std::fs::metadata(&path)
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .unwrap_or(written.stats.disk_bytes);
+    Ok(report(request, pid, path, disk_bytes, written, started))
+}
+
+/// Take one dump into a byte stream (an HTTP body, a pipe). The stream gets the dump in file
+/// order, holes written as zeros; `output`, `overwrite`, `compress` and `min_free` do not apply.
+/// The report's `path` is empty and `disk_bytes` counts the bytes sent.
+pub fn dump_to_stream(
+    request: &DumpRequest,
+    stream: Box<dyn std::io::Write + Send + '_>,
+) -> Result<DumpReport> {
+    let started = Instant::now();
+    let pid = request.target.resolve()?;
+    let (stat, _status) = process::check_dumpable(pid)?;
+    request.cancel.check()?;
+    let written = write_dump(request, pid, stat.state, Destination::Stream(stream))?;
+    let sent = written.stats.file_len;
+    Ok(report(request, pid, PathBuf::new(), sent, written, started))
 }
