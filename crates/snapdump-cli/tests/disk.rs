@@ -1,12 +1,9 @@
 //! Disk safety and economy: untouched memory is never read and never stored, the estimate is
 //! honest, a full or vanished disk fails cleanly, compressed and size-capped dumps still load.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output};
 
 use snapdump_test_support::{Target, assert_running_untraced, tools};
 
@@ -266,46 +263,16 @@ fn a_dump_too_big_for_the_disk_is_refused_before_writing() {
     assert_running_untraced(target.pid());
 }
 
-/// Run a dump that stalls once it has started writing, do `meanwhile`, let it go on, and
-/// return how it ended.
+/// Run a dump that stalls once it has started writing, do `meanwhile`, let it go on.
 fn change_the_world_mid_write(pid: i32, output: &Path, meanwhile: impl FnOnce()) -> Output {
-    let release = std::env::temp_dir().join(format!("snapdump-release-{}", std::process::id()));
-    let _ = std::fs::remove_file(&release);
-    let mut dumper = Command::new(env!("CARGO_BIN_EXE_snapdump"))
-        .args(["dump", "--pid", &pid.to_string(), "--min-free", "0", "-o"])
-        .arg(output)
-        .env("SNAPDUMP_STALL_AT", "writing")
-        .env("SNAPDUMP_STALL_RELEASE", &release)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(dumper.stderr.take().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the dumper never started writing");
-        if line.contains("stalled at writing") {
-            break;
-        }
-    }
-    meanwhile();
-    std::fs::write(&release, b"").unwrap();
-    let status = dumper.wait().unwrap();
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut dumper.stdout.take().unwrap(), &mut stdout).unwrap();
-    let _ = std::fs::remove_file(&release);
-    Output {
-        status,
-        stdout: stdout.into_bytes(),
-        stderr: rx.iter().collect::<Vec<_>>().join("\n").into_bytes(),
-    }
+    let pid = pid.to_string();
+    let output = output.to_str().unwrap();
+    tools::run_stalled(
+        Path::new(env!("CARGO_BIN_EXE_snapdump")),
+        &["dump", "--pid", &pid, "--min-free", "0", "-o", output],
+        "writing",
+        meanwhile,
+    )
 }
 
 #[test]

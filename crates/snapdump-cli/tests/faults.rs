@@ -138,3 +138,144 @@ fn two_dumps_of_one_target_at_once() {
     target.wake_and_check("after two dumps");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+fn snapdump_bin() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_snapdump"))
+}
+
+#[test]
+fn target_killed_in_the_middle_of_a_dump() {
+    let mut target = Target::spawn(&[]);
+    let dir = temp_dir("target-dies");
+    let pid = target.pid().to_string();
+    let out_path = dir.join("x.core");
+    let out = snapdump_test_support::tools::run_stalled(
+        snapdump_bin(),
+        &["dump", "--pid", &pid, "-o", out_path.to_str().unwrap()],
+        "captured",
+        || target.child_mut().kill().unwrap(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains("exited while it was being dumped"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn target_spawning_threads_while_being_stopped() {
+    let mut target = Target::spawn(&[]);
+    let dir = temp_dir("spawning");
+    let pid = target.pid().to_string();
+    for round in 0..5 {
+        // The target creates threads while the dumper seizes the ones it sees.
+        target.send("spawn 20");
+        let path = dir.join(format!("{round}.core"));
+        let out = Command::new(snapdump_bin())
+            .args(["dump", "--pid", &pid, "--mini", "-q", "-o"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target.expect_line("spawned 20");
+        let info = snapdump_test_support::tools::gdb(&target.exe_path(), &path, &["info threads"]);
+        assert!(info.contains(&format!("LWP {pid}")), "{info}");
+        assert_running_untraced(target.pid());
+    }
+    target.wake_and_check("after dumps during thread creation");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The target as another user (nobody), and in its own pid namespace.
+fn spawn_wrapped(wrapper: &[&str]) -> (std::process::Child, i32) {
+    let exe = snapdump_test_support::target_exe();
+    let mut child = Command::new(wrapper[0])
+        .args(&wrapper[1..])
+        .arg(&exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("READY"), "{line}");
+    // The pid as this namespace sees it: the wrapper's descendant running the target.
+    let wrapper_pid = child.id() as i32;
+    let mut pid = wrapper_pid;
+    for _ in 0..3 {
+        if std::fs::read_link(format!("/proc/{pid}/exe")).ok() == Some(exe.clone()) {
+            break;
+        }
+        pid = children_of(pid)[0];
+    }
+    (child, pid)
+}
+
+#[test]
+fn targets_of_other_users_and_pid_namespaces_are_dumped_by_root() {
+    let exe = snapdump_test_support::target_exe();
+    let dir = temp_dir("elsewhere");
+    for (name, wrapper) in [
+        (
+            "nobody",
+            &[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ][..],
+        ),
+        ("pidns", &["unshare", "--pid", "--fork", "--mount-proc"][..]),
+    ] {
+        let (mut child, pid) = spawn_wrapped(wrapper);
+        let core = dir.join(format!("{name}.core"));
+        let out = Command::new(snapdump_bin())
+            .args(["dump", "--pid", &pid.to_string(), "-o"])
+            .arg(&core)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bt = snapdump_test_support::tools::gdb(&exe, &core, &["thread apply all bt"]);
+        assert!(bt.contains("target_sleeping"), "{name}: {bt}");
+        assert_running_untraced(pid);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_dumper_without_privileges_is_refused_clearly() {
+    let target = Target::spawn(&[]);
+    let dir = temp_dir("unprivileged");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(snapdump_bin())
+        .args(["dump", "--pid", &target.pid().to_string(), "-o"])
+        .arg(dir.join("x.core"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("not allowed to trace") && stderr.contains("CAP_SYS_PTRACE"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    assert_running_untraced(target.pid());
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -455,6 +455,10 @@ fn write_dump(
         )?,
     };
     pause.memory += t.elapsed();
+    // A target killed mid-dump reads as zeros from then on: that dump is not a dump of it.
+    if process::has_exited(pid) {
+        return Err(Error::TargetExited { pid });
+    }
     fault::stall_point("written", &request.cancel)?;
     let stopped_at = stopped.stopped_at();
     pause.resume = stopped.resume();
@@ -502,6 +506,15 @@ fn report(
     }
 }
 
+/// A dump that failed because its target died says so, whatever step noticed first.
+fn explain_failure(error: Error, pid: i32) -> Error {
+    match error {
+        Error::Interrupted | Error::TargetExited { .. } => error,
+        _ if process::has_exited(pid) => Error::TargetExited { pid },
+        _ => error,
+    }
+}
+
 /// Take one dump into a file.
 pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
     let started = Instant::now();
@@ -520,7 +533,8 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
         pid,
         stat.state,
         Destination::File { file: &file, guard },
-    )?;
+    )
+    .map_err(|e| explain_failure(e, pid))?;
     let path = file.commit()?;
     let disk_bytes = std::fs::metadata(&path)
         .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
@@ -539,7 +553,8 @@ pub fn dump_to_stream(
     let pid = request.target.resolve()?;
     let (stat, _status) = process::check_dumpable(pid)?;
     request.cancel.check()?;
-    let written = write_dump(request, pid, stat.state, Destination::Stream(stream))?;
+    let written = write_dump(request, pid, stat.state, Destination::Stream(stream))
+        .map_err(|e| explain_failure(e, pid))?;
     let sent = written.stats.file_len;
     Ok(report(request, pid, PathBuf::new(), sent, written, started))
 }

@@ -77,3 +77,61 @@ pub fn minidump_stackwalk() -> PathBuf {
         })
         .expect("minidump-stackwalk is not installed: cargo install minidump-stackwalk")
 }
+
+/// Run `bin args…` with the engine's stall hook at `phase` (see `snapdump::fault`): wait until
+/// it says it stalled, run `meanwhile` (change the world: kill the target, fill the disk), let
+/// it go on, and return how it ended (stderr holds every line it printed).
+pub fn run_stalled(bin: &Path, args: &[&str], phase: &str, meanwhile: impl FnOnce()) -> Output {
+    use std::io::{BufRead, BufReader, Read};
+    let release = std::env::temp_dir().join(format!(
+        "snapdump-release-{}-{phase}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_file(&release);
+    let mut dumper = Command::new(bin)
+        .args(args)
+        .env("SNAPDUMP_STALL_AT", phase)
+        .env("SNAPDUMP_STALL_RELEASE", &release)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let stderr = BufReader::new(dumper.stderr.take().expect("piped stderr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wanted = format!("stalled at {phase}");
+    let mut said = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{} never reached {phase}: {said:?}", bin.display()));
+        let done = line.contains(&wanted);
+        said.push(line);
+        if done {
+            break;
+        }
+    }
+    meanwhile();
+    std::fs::write(&release, b"").expect("create the release file");
+    let status = dumper.wait().expect("wait for the dumper");
+    let mut stdout = Vec::new();
+    dumper
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_end(&mut stdout)
+        .expect("read stdout");
+    let _ = std::fs::remove_file(&release);
+    said.extend(rx.iter());
+    Output {
+        status,
+        stdout,
+        stderr: said.join("\n").into_bytes(),
+    }
+}

@@ -86,6 +86,14 @@ pub fn tracer_process(tracer_tid: i32) -> (i32, String) {
     (pid, process_name(pid))
 }
 
+/// Whether the process has died (gone, or a zombie waiting to be reaped).
+pub fn has_exited(pid: i32) -> bool {
+    match read_stat(pid) {
+        Ok(stat) => matches!(stat.state, b'Z' | b'X' | b'x'),
+        Err(_) => true,
+    }
+}
+
 /// Check that `pid` is a process snapdump can dump, returning its stat and status. Each
 /// refusal is a specific error with advice.
 pub fn check_dumpable(pid: i32) -> Result<(Stat, Status)> {
