@@ -173,6 +173,9 @@ pub struct VmFlags {
     pub hugetlb: bool,
     /// `pf`: pure PFN range (VM_PFNMAP); never read.
     pub pfn_map: bool,
+    /// `um`, `uw` or `ui`: registered with a userfaultfd (missing, write-protect or minor
+    /// faults); a fork may wait for the userfaultfd's monitor.
+    pub userfaultfd: bool,
 }
 
 impl VmFlags {
@@ -187,6 +190,7 @@ impl VmFlags {
                 b"wf" => flags.wipe_on_fork = true,
                 b"ht" => flags.hugetlb = true,
                 b"pf" => flags.pfn_map = true,
+                b"um" | b"uw" | b"ui" => flags.userfaultfd = true,
                 _ => {}
             }
         }
@@ -288,6 +292,9 @@ fn parse_maps_line(line: &[u8]) -> Option<Mapping> {
     let (start, end) = range.split_once('-')?;
     let start = u64::from_str_radix(start, 16).ok()?;
     let end = u64::from_str_radix(end, 16).ok()?;
+    if end < start {
+        return None;
+    }
     let perms = next_field()?;
     if perms.len() != 4 {
         return None;
@@ -465,7 +472,9 @@ mod tests {
 
     #[test]
     fn maps_garbage_is_skipped_not_fatal() {
-        let maps = parse_maps(b"zzzz\nVmFlags: dd\n1000-2000 rw-p 0 00:00 0\n\xff\xff\n1-\n");
+        let maps = parse_maps(
+            b"zzzz\nVmFlags: dd\n1000-2000 rw-p 0 00:00 0\n\xff\xff\n1-\n3000-2000 rw-p 0 00:00 0\n",
+        );
         assert_eq!(maps.len(), 1);
         assert_eq!(maps[0].start, 0x1000);
         assert!(!maps[0].vm_flags.dont_dump);
