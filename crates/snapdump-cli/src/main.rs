@@ -93,6 +93,15 @@ struct DumpArgs {
     #[arg(long, requires = "max_size")]
     truncate: bool,
 
+    /// Clone the target copy-on-write and let it run on while the dump is written: the pause
+    /// is the clone, not the dump (the default for --heap and --full).
+    #[arg(long, overrides_with = "no_snapshot")]
+    snapshot: bool,
+
+    /// Keep the target stopped for the whole dump (the default for --mini).
+    #[arg(long)]
+    no_snapshot: bool,
+
     /// Stop the target just long enough to plan, print the regions and the estimated size,
     /// and write nothing.
     #[arg(long)]
@@ -161,7 +170,9 @@ fn exit_code(error: &Error) -> u8 {
         | Error::TooLarge { .. } => exit::OUTPUT,
         Error::TargetExited { .. } => exit::TARGET_EXITED,
         Error::Interrupted => exit::INTERRUPTED,
-        Error::Ptrace { .. } | Error::Io { .. } | Error::Parse { .. } => exit::FAILURE,
+        Error::Ptrace { .. } | Error::Snapshot { .. } | Error::Io { .. } | Error::Parse { .. } => {
+            exit::FAILURE
+        }
     }
 }
 
@@ -224,6 +235,11 @@ fn run_dump(args: DumpArgs) -> ExitCode {
     request.compress = args.compress;
     request.max_size = args.max_size;
     request.truncate = args.truncate;
+    request.snapshot = match (args.snapshot, args.no_snapshot) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
     if args.dry_run {
         return match snapdump::dry_run(&request) {
             Ok(report) => {
@@ -322,10 +338,26 @@ fn millis(d: Duration) -> String {
 
 fn summary(report: &DumpReport) -> String {
     let pause = &report.pause;
+    let parts = if report.snapshot {
+        format!(
+            "stop {}, registers {}, clone {}, resume {}",
+            millis(pause.stop),
+            millis(pause.registers),
+            millis(pause.clone),
+            millis(pause.resume)
+        )
+    } else {
+        format!(
+            "stop {}, registers {}, memory {}, resume {}",
+            millis(pause.stop),
+            millis(pause.registers),
+            millis(pause.memory),
+            millis(pause.resume)
+        )
+    };
     let mut line = format!(
         "snapdump: {} {} of {} (pid {}): {} threads, {} of {} regions stored, {} on disk \
-         ({} apparent); target stopped {} ms (stop {}, registers {}, memory {}, resume {}); \
-         total {} ms",
+         ({} apparent); target {} {} ms ({parts}); total {} ms",
         report.mode,
         match report.format {
             Format::Elf => "core",
@@ -338,13 +370,17 @@ fn summary(report: &DumpReport) -> String {
         report.segments,
         human_bytes(report.disk_bytes),
         human_bytes(report.file_len),
+        if report.snapshot {
+            "paused for a snapshot"
+        } else {
+            "stopped"
+        },
         millis(pause.total),
-        millis(pause.stop),
-        millis(pause.registers),
-        millis(pause.memory),
-        millis(pause.resume),
         millis(report.elapsed),
     );
+    if let Some(why) = &report.snapshot_refused {
+        line += &format!("; no snapshot ({why})");
+    }
     if report.dont_dump_skipped > 0 {
         line += &format!(
             "; {} MADV_DONTDUMP regions left out",

@@ -55,7 +55,7 @@ fn dump_ok(pid: i32, mode: &str, path: &Path) {
     assert_eq!(text(&out.stdout).trim(), path.to_str().unwrap());
     let summary = text(&out.stderr);
     assert!(
-        summary.contains("target stopped") && summary.contains("5 threads"),
+        summary.contains("ms (stop ") && summary.contains("5 threads"),
         "{summary}"
     );
     assert!(!Path::new(&format!("{}.partial", path.display())).exists());
@@ -405,7 +405,19 @@ fn a_process_is_found_by_its_name() {
     let name = format!("sd-sleep-{}", std::process::id());
     let program = dir.join(&name);
     std::fs::copy("/bin/sleep", &program).unwrap();
-    let mut sleeper = Command::new(&program).arg("600").spawn().unwrap();
+    // A fresh copy can be "text file busy" while another test's fork still holds the fd we
+    // wrote it with; that passes as soon as that child execs.
+    let mut attempts = 0;
+    let mut sleeper = loop {
+        match Command::new(&program).arg("600").spawn() {
+            Ok(child) => break child,
+            Err(e) if e.raw_os_error() == Some(26) && attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("cannot run {}: {e}", program.display()),
+        }
+    };
     // Wait until the copy runs as itself (exec finished), not as the test's fork.
     let pid = sleeper.id() as i32;
     while std::fs::read_link(format!("/proc/{pid}/exe")).ok() != Some(program.clone()) {

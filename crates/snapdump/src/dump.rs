@@ -18,11 +18,12 @@ use crate::elf::{self, CoreLayout};
 use crate::error::{Error, Result};
 use crate::minidump;
 use crate::output::{DumpFile, SpaceGuard, SparseWriter, parent_dir};
-use crate::process::memory::LiveMemory;
+use crate::process::memory::{LiveMemory, ProcessMemory};
 use crate::process::pagemap::PageScanner;
 use crate::process::session::StoppedProcess;
 use crate::process::{self, find};
 use crate::select::{self, Mode, SelectOptions};
+use crate::snapshot::{self, Snapshot, SnapshotError};
 use crate::{fault, naming};
 
 /// Which process to dump.
@@ -102,6 +103,10 @@ pub struct DumpRequest {
     pub max_size: Option<u64>,
     /// ...or, with `truncate`, leave out regions until the dump fits.
     pub truncate: bool,
+    /// Clone the target copy-on-write and let it run on while the dump is written (`None`:
+    /// for heap and full dumps). Falls back to stopping the world, with a warning, when the
+    /// clone is refused.
+    pub snapshot: Option<bool>,
     pub cancel: Cancel,
     pub progress: Option<Progress>,
 }
@@ -130,6 +135,7 @@ impl DumpRequest {
             compress: None,
             max_size: None,
             truncate: false,
+            snapshot: None,
             cancel: Cancel::default(),
             progress: None,
         }
@@ -168,12 +174,16 @@ pub struct PauseTimes {
     pub stop: Duration,
     /// Reading registers and `/proc` details.
     pub registers: Duration,
+    /// Making the copy-on-write clone (snapshot dumps).
+    pub clone: Duration,
     /// Listing pages and reading memory into the file.
     pub memory: Duration,
     /// Detaching.
     pub resume: Duration,
     /// From the first seize to the last detach.
     pub total: Duration,
+    /// After a snapshot: one thread held to reap the clone inside the target.
+    pub reap: Duration,
 }
 
 /// What a finished dump reports.
@@ -195,6 +205,10 @@ pub struct DumpReport {
     pub dont_dump_skipped: usize,
     /// Bytes left out to honour `max_size` with `truncate`.
     pub truncated_bytes: u64,
+    /// The dump was read from a copy-on-write clone while the target ran on.
+    pub snapshot: bool,
+    /// Why a snapshot was wanted but the target was stopped for the whole dump instead.
+    pub snapshot_refused: Option<String>,
     pub pause: PauseTimes,
     pub elapsed: Duration,
 }
@@ -266,45 +280,111 @@ fn mapping_name(mapping: &crate::process::procfs::Mapping) -> String {
     }
 }
 
-/// A stopped, captured and planned target.
+/// A captured and planned target: still stopped, or running on while its snapshot is read.
 struct Prepared {
-    stopped: StoppedProcess,
-    memory: LiveMemory,
+    /// `Some` while the target is stopped (stop-the-world); `None` once resumed.
+    stopped: Option<StoppedProcess>,
+    snapshot: Option<Snapshot>,
+    memory: Box<dyn ProcessMemory>,
     capture: Capture,
     plan: select::Plan,
     pause: PauseTimes,
+    /// Why a snapshot was wanted but not taken.
+    snapshot_refused: Option<String>,
+}
+
+impl Prepared {
+    /// Let the target go if it is still stopped; the pause ends here.
+    fn resume(&mut self) {
+        if let Some(stopped) = self.stopped.take() {
+            let stopped_at = stopped.stopped_at();
+            self.pause.resume = stopped.resume();
+            self.pause.total = stopped_at.elapsed();
+        }
+    }
+}
+
+/// Whether this request clones the target: by default for heap and full dumps (mini dumps are
+/// small enough that the clone would not shorten the pause).
+fn wants_snapshot(request: &DumpRequest) -> bool {
+    request.snapshot.unwrap_or(request.mode != Mode::Mini)
 }
 
 fn stop_capture_plan(request: &DumpRequest, pid: i32, state_before: u8) -> Result<Prepared> {
-    let stopped = StoppedProcess::stop(pid, Options::empty(), &request.cancel)?;
+    let mut stopped = StoppedProcess::stop(pid, Options::empty(), &request.cancel)?;
     let mut pause = PauseTimes {
         stop: stopped.stop_duration,
         ..PauseTimes::default()
     };
     fault::stall_point("stopped", &request.cancel)?;
     let t = Instant::now();
-    let memory = LiveMemory::new(pid);
-    let mut capture = Capture::collect(&stopped, &memory)?;
+    let target_memory = LiveMemory::new(pid);
+    let mut capture = Capture::collect(&stopped, &target_memory)?;
     // While traced every thread reads as 't'; record the state it was in before.
     capture.stat.state = state_before;
     pause.registers = t.elapsed();
     fault::stall_point("captured", &request.cancel)?;
 
-    let t = Instant::now();
-    let scanner = PageScanner::open(pid)?;
+    let mut snapshot_refused = None;
+    let mut snapshot = None;
+    if wants_snapshot(request) {
+        match snapshot::take(&mut stopped, &capture) {
+            Ok((taken, times)) => {
+                pause.clone = times.total;
+                snapshot = Some(taken);
+            }
+            Err(SnapshotError::Refused(why)) => {
+                tracing::warn!("no snapshot, stopping the target for the whole dump: {why}");
+                snapshot_refused = Some(why.to_string());
+            }
+            Err(SnapshotError::Target(error)) => return Err(error),
+            Err(error @ SnapshotError::RestoreFailed { .. }) => {
+                return Err(Error::Snapshot {
+                    detail: error.to_string(),
+                });
+            }
+        }
+    }
+    let mut prepared = Prepared {
+        stopped: Some(stopped),
+        snapshot: None,
+        memory: Box::new(target_memory),
+        capture,
+        plan: select::Plan::default(),
+        pause,
+        snapshot_refused,
+    };
     let options = SelectOptions {
         mode: request.mode,
         include_dont_dump: request.include_dont_dump,
     };
-    let plan = select::plan(&capture, &memory, &scanner, &options)?;
-    pause.memory = t.elapsed();
-    Ok(Prepared {
-        stopped,
-        memory,
-        capture,
-        plan,
-        pause,
-    })
+    let t = Instant::now();
+    let target_pages = PageScanner::open(pid)?;
+    if let Some(snapshot) = snapshot {
+        // The target runs on from here; the dump is read from the frozen clone.
+        prepared.resume();
+        fault::stall_point("resumed", &request.cancel)?;
+        let clone_pages = PageScanner::open(snapshot.pid())?;
+        let live_only = snapshot.live_only_runs();
+        let pages = select::SnapshotPages {
+            clone: &clone_pages,
+            target: &target_pages,
+            live_only: &live_only,
+        };
+        let memory = snapshot.memory();
+        prepared.plan = select::plan(&prepared.capture, &memory, &pages, &options)?;
+        prepared.memory = Box::new(memory);
+        prepared.snapshot = Some(snapshot);
+    } else {
+        prepared.plan = select::plan(
+            &prepared.capture,
+            &*prepared.memory,
+            &target_pages,
+            &options,
+        )?;
+        prepared.pause.memory = t.elapsed();
+    }
+    Ok(prepared)
 }
 
 /// The expected bytes on disk and the apparent length of a dump of `plan`.
@@ -325,17 +405,18 @@ fn estimate(format: Format, capture: &Capture, plan: &select::Plan) -> (u64, u64
 pub fn dry_run(request: &DumpRequest) -> Result<DryRunReport> {
     let pid = request.target.resolve()?;
     let (stat, _status) = process::check_dumpable(pid)?;
-    let prepared = stop_capture_plan(request, pid, stat.state)?;
+    // A dry run holds the target only to plan: no clone needed.
+    let mut request = request.clone();
+    request.snapshot = Some(false);
+    let request = &request;
+    let mut prepared = stop_capture_plan(request, pid, stat.state)?;
+    prepared.resume();
     let Prepared {
-        stopped,
         capture,
         plan,
-        mut pause,
+        pause,
         ..
     } = prepared;
-    let stopped_at = stopped.stopped_at();
-    pause.resume = stopped.resume();
-    pause.total = stopped_at.elapsed();
     let (estimated_disk_bytes, estimated_file_len) = estimate(request.format, &capture, &plan);
     Ok(DryRunReport {
         pid,
@@ -375,6 +456,8 @@ struct Written {
     stats: elf::WriteStats,
     truncated_bytes: u64,
     pause: PauseTimes,
+    snapshot: bool,
+    snapshot_refused: Option<String>,
 }
 
 /// Stop, capture, plan, write, release: the part of a dump that holds the target.
@@ -384,15 +467,11 @@ fn write_dump(
     state_before: u8,
     destination: Destination<'_>,
 ) -> Result<Written> {
-    let Prepared {
-        stopped,
-        memory,
-        capture,
-        mut plan,
-        mut pause,
-    } = stop_capture_plan(request, pid, state_before)?;
+    let mut prepared = stop_capture_plan(request, pid, state_before)?;
     let t = Instant::now();
-    let (mut estimate, _) = estimate(request.format, &capture, &plan);
+    let capture = &prepared.capture;
+    let mut plan = std::mem::take(&mut prepared.plan);
+    let (mut estimate, _) = estimate(request.format, capture, &plan);
     let mut truncated_bytes = 0;
     if let Some(limit) = request.max_size
         && estimate > limit
@@ -404,9 +483,9 @@ fn write_dump(
             });
         }
         let overhead = estimate - plan.data_bytes();
-        let essential = select::extra_ranges(&capture);
+        let essential = select::extra_ranges(capture);
         truncated_bytes = plan.truncate_to(limit.saturating_sub(overhead), &essential);
-        estimate = self::estimate(request.format, &capture, &plan).0;
+        estimate = self::estimate(request.format, capture, &plan).0;
     }
     tracing::debug!(
         segments = plan.segments.len(),
@@ -435,40 +514,56 @@ fn write_dump(
         // The writer checks the cancel flag before its next chunk.
         let _ = fault::stall_point("writing", &cancel);
     };
+    let memory = &*prepared.memory;
     let stats = match request.format {
         Format::Elf => elf::write_core(
-            &capture,
+            capture,
             &plan,
-            &CoreLayout::new(&capture, &plan),
-            &memory,
+            &CoreLayout::new(capture, &plan),
+            memory,
             writer,
             &mut report_progress,
             &request.cancel,
         )?,
         Format::Minidump => minidump::write_minidump(
-            &capture,
+            capture,
             &plan,
-            &memory,
+            memory,
             writer,
             &mut report_progress,
             &request.cancel,
         )?,
     };
-    pause.memory += t.elapsed();
-    // A target killed mid-dump reads as zeros from then on: that dump is not a dump of it.
-    if process::has_exited(pid) {
-        return Err(Error::TargetExited { pid });
+    match &prepared.snapshot {
+        // A clone killed mid-dump (memory pressure) reads as zeros from then on.
+        Some(snapshot) if process::has_exited(snapshot.pid()) => {
+            return Err(Error::Snapshot {
+                detail: "the snapshot was killed while it was read (out of memory?)".into(),
+            });
+        }
+        // A target killed mid-dump likewise: that dump is not a dump of it.
+        None if process::has_exited(pid) => return Err(Error::TargetExited { pid }),
+        _ => {}
+    }
+    if prepared.stopped.is_some() {
+        prepared.pause.memory += t.elapsed();
     }
     fault::stall_point("written", &request.cancel)?;
-    let stopped_at = stopped.stopped_at();
-    pause.resume = stopped.resume();
-    pause.total = stopped_at.elapsed();
+    prepared.resume();
+    if let Some(snapshot) = prepared.snapshot.take() {
+        match snapshot.finish() {
+            Ok(finish) => prepared.pause.reap = finish.reaper_pause,
+            Err(e) => tracing::warn!("cleaning up the snapshot: {e}"),
+        }
+    }
     Ok(Written {
-        capture,
+        capture: prepared.capture,
         plan,
         stats,
         truncated_bytes,
-        pause,
+        pause: prepared.pause,
+        snapshot_refused: prepared.snapshot_refused,
+        snapshot: wants_snapshot(request),
     })
 }
 
@@ -486,6 +581,8 @@ fn report(
         stats,
         truncated_bytes,
         pause,
+        snapshot,
+        snapshot_refused,
     } = written;
     DumpReport {
         path,
@@ -501,6 +598,8 @@ fn report(
         unreadable_bytes: stats.unreadable_bytes,
         dont_dump_skipped: plan.dont_dump_skipped,
         truncated_bytes,
+        snapshot: snapshot && snapshot_refused.is_none(),
+        snapshot_refused,
         pause,
         elapsed: started.elapsed(),
     }

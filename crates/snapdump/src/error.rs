@@ -107,6 +107,9 @@ pub enum Error {
         errno: nix::errno::Errno,
     },
 
+    #[error("snapshot failed: {detail}")]
+    Snapshot { detail: String },
+
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -137,6 +140,7 @@ impl Error {
             Error::TooLarge { .. } => "too_large",
             Error::Interrupted => "interrupted",
             Error::Ptrace { .. } => "ptrace",
+            Error::Snapshot { .. } => "snapshot",
             Error::Io { .. } => "io",
             Error::Parse { .. } => "parse",
         }

@@ -43,6 +43,7 @@ pub mod naming;
 pub mod output;
 pub mod process;
 pub mod select;
+pub mod snapshot;
 pub mod sys;
 
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 use crate::capture::Capture;
 use crate::error::Result;
 use crate::process::memory::{PAGE_SIZE, ProcessMemory};
-use crate::process::pagemap::PageScanner;
+use crate::process::pagemap::{PageScanner, TouchedRun};
 use crate::process::procfs::{Backing, Mapping};
 
 /// How much of the process goes into the dump.
@@ -208,11 +208,54 @@ fn mode_rule(mapping: &Mapping, mode: Mode) -> Option<Read> {
     }
 }
 
+/// Where the planner learns which pages of a mapping exist.
+pub trait PageSource {
+    /// The touched runs of `[start, end)`, a range inside `mapping`.
+    fn touched(&self, mapping: &Mapping, start: u64, end: u64) -> Result<Vec<TouchedRun>>;
+}
+
+/// A stopped process's own page tables.
+impl PageSource for PageScanner {
+    fn touched(&self, _mapping: &Mapping, start: u64, end: u64) -> Result<Vec<TouchedRun>> {
+        PageScanner::touched(self, start, end)
+    }
+}
+
+/// The pages of a snapshot: private memory as the frozen clone has it, plus the live-only
+/// runs copied during the pause; shared memory as the running target has it (a clone gets no
+/// page-table entries for shared mappings, and their contents are live anyway).
+pub struct SnapshotPages<'a> {
+    pub clone: &'a PageScanner,
+    pub target: &'a PageScanner,
+    pub live_only: &'a [(u64, u64)],
+}
+
+impl PageSource for SnapshotPages<'_> {
+    fn touched(&self, mapping: &Mapping, start: u64, end: u64) -> Result<Vec<TouchedRun>> {
+        if mapping.perms.shared {
+            return self.target.touched(start, end);
+        }
+        let mut runs = self.clone.touched(start, end)?;
+        for &(s, e) in self.live_only {
+            let (s, e) = (s.max(start), e.min(end));
+            if s < e {
+                runs.push(TouchedRun {
+                    start: s,
+                    end: e,
+                    file_backed: false,
+                });
+            }
+        }
+        runs.sort_unstable_by_key(|r| r.start);
+        Ok(runs)
+    }
+}
+
 /// Choose what to dump.
 pub fn plan(
     capture: &Capture,
     memory: &dyn ProcessMemory,
-    scanner: &PageScanner,
+    pages: &dyn PageSource,
     options: &SelectOptions,
 ) -> Result<Plan> {
     let extras = extra_ranges(capture);
@@ -249,8 +292,8 @@ pub fn plan(
         // The first page of each mapped ELF file carries its headers and build id.
         if file && mapping.offset == 0 {
             let first = (mapping.start, mapping.start + PAGE_SIZE);
-            let present = !scanner.touched(first.0, first.1)?.is_empty();
-            if present && memory.read_vec(mapping.start, 4).as_deref() == Some(b"\x7fELF") {
+            // File pages: reading them allocates nothing in the target.
+            if memory.read_vec(mapping.start, 4).as_deref() == Some(b"\x7fELF") {
                 wants.push((first.0, first.1, Read::All));
             }
         }
@@ -265,12 +308,12 @@ pub fn plan(
                 }
                 Read::Touched => {
                     stored.push((start, end));
-                    for run in scanner.touched(start, end)? {
+                    for run in pages.touched(mapping, start, end)? {
                         reads.push((run.start.max(start), run.end.min(end)));
                     }
                 }
                 Read::Written => {
-                    for run in scanner.touched(start, end)? {
+                    for run in pages.touched(mapping, start, end)? {
                         if !run.file_backed {
                             stored.push((run.start, run.end));
                             reads.push((run.start, run.end));

@@ -31,6 +31,8 @@ pub struct StoppedProcess {
     pid: i32,
     threads: Vec<StoppedThread>,
     stopped_at: Instant,
+    /// The ptrace options every thread was seized with.
+    options: Options,
     /// Time spent seizing and interrupting until every thread was stopped.
     pub stop_duration: Duration,
 }
@@ -50,6 +52,7 @@ impl StoppedProcess {
             pid,
             threads: Vec::new(),
             stopped_at: start,
+            options,
             stop_duration: Duration::ZERO,
         };
         // A thread list that stays the same twice running means nobody is left to create more.
@@ -142,6 +145,11 @@ impl StoppedProcess {
 
     pub fn threads(&self) -> &[StoppedThread] {
         &self.threads
+    }
+
+    /// The ptrace options the threads were seized with (a borrowed thread gets them back).
+    pub fn options(&self) -> Options {
+        self.options
     }
 
     /// When the first thread was seized.

@@ -5,6 +5,8 @@
 //! The functions return `nix::Result` so callers can match on the errno (ESRCH means "the thread
 //! is gone", EPERM "not allowed") and turn it into a user-facing error with context.
 
+pub mod inject;
+
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
