@@ -95,6 +95,8 @@ pub struct Plan {
     pub segments: Vec<Segment>,
     /// Mappings left out because of MADV_DONTDUMP.
     pub dont_dump_skipped: usize,
+    /// The mode the plan was made for.
+    pub mode: Mode,
 }
 
 impl Plan {
@@ -259,7 +261,10 @@ pub fn plan(
     options: &SelectOptions,
 ) -> Result<Plan> {
     let extras = extra_ranges(capture);
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        mode: options.mode,
+        ..Plan::default()
+    };
     for (index, mapping) in capture.mappings.iter().enumerate() {
         if mapping.is_empty() {
             continue;
@@ -422,7 +427,7 @@ mod tests {
         };
         let mut plan = Plan {
             segments: vec![segment(0, 100), segment(100, 200), segment(1000, 1050)],
-            dont_dump_skipped: 0,
+            ..Plan::default()
         };
         let dropped = plan.truncate_to(160, &[(1010, 1020)]);
         assert_eq!(dropped, 100);

@@ -32,8 +32,8 @@ use crate::elf::{READ_CHUNK, WriteStats};
 use crate::error::Result;
 use crate::output::SparseWriter;
 use crate::process::memory::{PAGE_SIZE, ProcessMemory};
-use crate::process::procfs::{Backing, Mapping};
-use crate::select::{Plan, is_shared_anonymous};
+use crate::process::procfs::Mapping;
+use crate::select::{Mode, Plan, is_shared_anonymous};
 
 use format::{Blob, location, lossy, rva, size_of, too_large};
 use memory::MemoryLayout;
@@ -94,7 +94,7 @@ impl MinidumpLayout {
             dso_debug: dso_debug(capture, memory),
         };
         let regions = MemoryLayout::new(capture, plan);
-        let full = keeps_whole_anonymous_memory(capture, plan);
+        let full = plan.mode != Mode::Mini;
         match build(capture, &inputs, regions.clone(), full, full)? {
             Some(layout) => Ok(layout),
             // A mini dump whose memory outgrew 32-bit offsets: a Memory64List holds it.
@@ -107,69 +107,6 @@ impl MinidumpLayout {
     pub fn estimated_disk_bytes(&self, plan: &Plan) -> u64 {
         self.metadata.len() as u64 + plan.data_bytes()
     }
-}
-
-/// Whether the plan is a heap or full one (Memory64List, MiniDumpWithFullMemory) rather than a
-/// mini one (MemoryList). The plan does not name its mode, so this reads it off the plan. Heap
-/// and full store every readable anonymous mapping whole (untouched pages as holes); mini stores
-/// only what every mode keeps (stacks from SP−128 up, the page at each instruction pointer, the
-/// loader's list), so in a mini plan an anonymous mapping is stored whole only where those
-/// ranges cover it. A heap plan cut down to a size limit keeps its stacks, still whole.
-pub fn keeps_whole_anonymous_memory(capture: &Capture, plan: &Plan) -> bool {
-    let kept_by_every_mode = ranges_every_mode_keeps(capture);
-    plan.stored_segments().any(|segment| {
-        capture
-            .mappings
-            .get(segment.mapping)
-            .is_some_and(|mapping| {
-                is_anonymous(mapping)
-                    && segment.start == mapping.start
-                    && segment.end == mapping.end
-                    && !covers(&kept_by_every_mode, mapping.start, mapping.end)
-            })
-    })
-}
-
-fn is_anonymous(mapping: &Mapping) -> bool {
-    match mapping.backing {
-        Backing::Anonymous | Backing::Heap | Backing::Stack | Backing::Other(_) => true,
-        Backing::File { .. } => is_shared_anonymous(mapping),
-        Backing::Vdso | Backing::Vvar | Backing::Vsyscall => false,
-    }
-}
-
-/// The ranges select.rs adds in every mode, page-rounded and sorted.
-fn ranges_every_mode_keeps(capture: &Capture) -> Vec<(u64, u64)> {
-    let page_down = |a: u64| a & !(PAGE_SIZE - 1);
-    let page_up = |a: u64| a.div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE);
-    let mut ranges = capture.link_map.ranges();
-    for thread in &capture.threads {
-        let sp = thread.stack_pointer();
-        let low = sp.saturating_sub(memory::RED_ZONE);
-        if let Some(stack) = capture.mapping_at(low).or_else(|| capture.mapping_at(sp)) {
-            ranges.push((low.max(stack.start), stack.end));
-        }
-        let ip = page_down(thread.instruction_pointer());
-        ranges.push((ip, ip.saturating_add(PAGE_SIZE)));
-    }
-    let mut ranges: Vec<(u64, u64)> = ranges
-        .into_iter()
-        .map(|(start, end)| (page_down(start), page_up(end)))
-        .collect();
-    ranges.sort_unstable();
-    ranges
-}
-
-/// Whether sorted `ranges` cover `[start, end)` together.
-fn covers(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
-    let mut cursor = start;
-    for &(s, e) in ranges {
-        if cursor >= end || s > cursor {
-            break;
-        }
-        cursor = cursor.max(e);
-    }
-    cursor >= end
 }
 
 /// Which streams, in directory order.
@@ -689,6 +626,7 @@ mod tests {
     use super::*;
     use crate::capture::{Thread, reg};
     use crate::process::link_map::LinkMap;
+    use crate::process::procfs::Backing;
     use crate::process::procfs::{Perms, Stat, Status, VmFlags};
     use crate::select::Segment;
     use minidump::{
@@ -833,6 +771,7 @@ mod tests {
         }
         Plan {
             segments,
+            mode: if heap { Mode::Heap } else { Mode::Mini },
             ..Plan::default()
         }
     }
@@ -870,7 +809,6 @@ mod tests {
     fn heap_plans_give_one_memory64_list_with_stacks_first_and_an_exception() {
         let capture = capture();
         let plan = plan(true);
-        assert!(keeps_whole_anonymous_memory(&capture, &plan));
         let (bytes, stats) = write(&capture, &plan, "heap");
         assert_eq!(stats.unreadable_bytes, 0);
         assert_eq!(u64::from_le_bytes(bytes[24..32].try_into().unwrap()), 2);
@@ -932,7 +870,6 @@ mod tests {
         let mut capture = capture();
         capture.reason = DumpReason::Requested;
         let plan = plan(false);
-        assert!(!keeps_whole_anonymous_memory(&capture, &plan));
         let (bytes, _) = write(&capture, &plan, "mini");
         assert_eq!(u64::from_le_bytes(bytes[24..32].try_into().unwrap()), 0);
         let dump = Minidump::read(bytes).unwrap();
@@ -948,29 +885,6 @@ mod tests {
             (0x7000_d000, 0x3000)
         );
         expect_pattern(stack.bytes(), 0x7000_d000, &[(0x7000_d000, 0x7000_e000)]);
-    }
-
-    #[test]
-    fn a_heap_plan_cut_to_its_stacks_is_still_a_heap_plan() {
-        let capture = capture();
-        let mut plan = plan(true);
-        plan.segments[0].stored = false;
-        plan.segments[0].runs.clear();
-        assert!(keeps_whole_anonymous_memory(&capture, &plan));
-        // Stacks whose ranges cover their whole mapping are what mini keeps too.
-        let mut capture = capture;
-        capture.threads[0].regs = regs(STACK.0 + 0x100, 0x1234);
-        assert!(!keeps_whole_anonymous_memory(&capture, &plan));
-    }
-
-    #[test]
-    fn ranges_cover_only_without_gaps() {
-        let ranges = [(0, 10), (5, 20), (30, 40)];
-        assert!(covers(&ranges, 0, 20));
-        assert!(covers(&ranges, 6, 18));
-        assert!(!covers(&ranges, 0, 31));
-        assert!(covers(&ranges, 30, 40));
-        assert!(!covers(&[], 1, 2));
     }
 
     #[test]
