@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::ptrace::Options;
 
 use crate::Cancel;
-use crate::capture::Capture;
+use crate::capture::{Capture, DumpReason};
 use crate::elf::{self, CoreLayout};
 use crate::error::{Error, Result};
 use crate::minidump;
@@ -467,7 +467,51 @@ fn write_dump(
     state_before: u8,
     destination: Destination<'_>,
 ) -> Result<Written> {
-    let mut prepared = stop_capture_plan(request, pid, state_before)?;
+    let prepared = stop_capture_plan(request, pid, state_before)?;
+    write_prepared(request, pid, prepared, destination)
+}
+
+/// Capture and plan a process whose threads the caller holds stopped.
+fn prepare_held(
+    request: &DumpRequest,
+    stopped: &StoppedProcess,
+    reason: DumpReason,
+) -> Result<Prepared> {
+    let pid = stopped.pid();
+    let t = Instant::now();
+    let memory = LiveMemory::new(pid);
+    let mut capture = Capture::collect(stopped, &memory)?;
+    capture.reason = reason;
+    let registers = t.elapsed();
+    let t = Instant::now();
+    let options = SelectOptions {
+        mode: request.mode,
+        include_dont_dump: request.include_dont_dump,
+    };
+    let plan = select::plan(&capture, &memory, &PageScanner::open(pid)?, &options)?;
+    Ok(Prepared {
+        stopped: None,
+        snapshot: None,
+        memory: Box::new(memory),
+        capture,
+        plan,
+        pause: PauseTimes {
+            registers,
+            memory: t.elapsed(),
+            ..PauseTimes::default()
+        },
+        snapshot_refused: None,
+    })
+}
+
+/// Write a planned dump; release the target if this dump stopped it.
+fn write_prepared(
+    request: &DumpRequest,
+    pid: i32,
+    mut prepared: Prepared,
+    destination: Destination<'_>,
+) -> Result<Written> {
+    let held_by_caller = prepared.stopped.is_none() && prepared.snapshot.is_none();
     let t = Instant::now();
     let capture = &prepared.capture;
     let mut plan = std::mem::take(&mut prepared.plan);
@@ -545,7 +589,7 @@ fn write_dump(
         None if process::has_exited(pid) => return Err(Error::TargetExited { pid }),
         _ => {}
     }
-    if prepared.stopped.is_some() {
+    if prepared.stopped.is_some() || held_by_caller {
         prepared.pause.memory += t.elapsed();
     }
     fault::stall_point("written", &request.cancel)?;
@@ -562,8 +606,8 @@ fn write_dump(
         stats,
         truncated_bytes,
         pause: prepared.pause,
+        snapshot: !held_by_caller && wants_snapshot(request),
         snapshot_refused: prepared.snapshot_refused,
-        snapshot: wants_snapshot(request),
     })
 }
 
@@ -634,6 +678,39 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
         Destination::File { file: &file, guard },
     )
     .map_err(|e| explain_failure(e, pid))?;
+    let path = file.commit()?;
+    let disk_bytes = std::fs::metadata(&path)
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .unwrap_or(written.stats.disk_bytes);
+    Ok(report(request, pid, path, disk_bytes, written, started))
+}
+
+/// Dump a process whose threads the caller already holds stopped — a watcher that caught a
+/// crash or a signal — recording `reason` (the signal and its siginfo go into the dump). The
+/// target is neither resumed nor detached: the caller decides what happens next (deliver the
+/// fatal signal, carry on watching). No snapshot is taken.
+pub fn dump_stopped(
+    request: &DumpRequest,
+    stopped: &StoppedProcess,
+    reason: DumpReason,
+) -> Result<DumpReport> {
+    let started = Instant::now();
+    let pid = stopped.pid();
+    let stat = process::read_stat(pid)?;
+    let path = destination(request, pid, &stat.comm)?;
+    let file = DumpFile::create(&path, request.overwrite)?;
+    let dir = parent_dir(&path);
+    let guard = match request.min_free {
+        Some(min_free) => SpaceGuard { dir, min_free },
+        None => SpaceGuard::with_default_reserve(&dir),
+    };
+    let prepared = prepare_held(request, stopped, reason)?;
+    let written = write_prepared(
+        request,
+        pid,
+        prepared,
+        Destination::File { file: &file, guard },
+    )?;
     let path = file.commit()?;
     let disk_bytes = std::fs::metadata(&path)
         .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)

@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use dump::{
     DryRunReport, DumpReport, DumpRequest, Format, PauseTimes, PlannedRegion, TargetSpec, dry_run,
-    dump,
+    dump, dump_stopped, dump_to_stream,
 };
 pub use error::{Error, Result};
 pub use select::Mode;
