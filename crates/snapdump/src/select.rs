@@ -270,7 +270,12 @@ pub fn plan(
             continue;
         }
         if never_read(mapping, options) {
-            if mapping.vm_flags.dont_dump && !options.include_dont_dump {
+            // Count only what MADV_DONTDUMP alone kept out ([vvar] carries the flag too).
+            let without_dont_dump = SelectOptions {
+                include_dont_dump: true,
+                ..*options
+            };
+            if !never_read(mapping, &without_dont_dump) {
                 plan.dont_dump_skipped += 1;
             }
             plan.segments.push(Segment {
