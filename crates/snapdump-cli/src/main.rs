@@ -26,6 +26,9 @@ enum Command {
     Dump(DumpArgs),
     /// List the processes that can be dumped.
     Ps(PsArgs),
+    /// Internal: the guardian a snapshot dump starts (reads its instructions on stdin).
+    #[command(name = "__snapshot-guard", hide = true)]
+    SnapshotGuard,
 }
 
 #[derive(Args, Debug)]
@@ -181,6 +184,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Dump(args) => run_dump(args),
         Command::Ps(args) => run_ps(args),
+        Command::SnapshotGuard => {
+            let outcome = snapdump::snapshot::guard::serve(std::io::stdin());
+            if outcome.starts_with("reaped") || outcome.starts_with("could not") {
+                eprintln!("snapdump guardian: {outcome}");
+            }
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -235,6 +245,13 @@ fn run_dump(args: DumpArgs) -> ExitCode {
     request.compress = args.compress;
     request.max_size = args.max_size;
     request.truncate = args.truncate;
+    request.guardian =
+        std::env::current_exe()
+            .ok()
+            .map(|program| snapdump::snapshot::guard::GuardianCommand {
+                program,
+                args: vec!["__snapshot-guard".into()],
+            });
     request.snapshot = match (args.snapshot, args.no_snapshot) {
         (true, _) => Some(true),
         (_, true) => Some(false),

@@ -23,6 +23,7 @@ use crate::process::pagemap::PageScanner;
 use crate::process::session::StoppedProcess;
 use crate::process::{self, find};
 use crate::select::{self, Mode, SelectOptions};
+use crate::snapshot::guard::Guardian;
 use crate::snapshot::{self, Snapshot, SnapshotError};
 use crate::{fault, naming};
 
@@ -107,6 +108,10 @@ pub struct DumpRequest {
     /// for heap and full dumps). Falls back to stopping the world, with a warning, when the
     /// clone is refused.
     pub snapshot: Option<bool>,
+    /// A guardian process that reaps a snapshot's clone inside the target if this process is
+    /// killed mid-dump (see [`snapshot::guard`]). Without one such a clone's zombie would stay
+    /// with the target until it exits.
+    pub guardian: Option<snapshot::guard::GuardianCommand>,
     pub cancel: Cancel,
     pub progress: Option<Progress>,
 }
@@ -136,6 +141,7 @@ impl DumpRequest {
             max_size: None,
             truncate: false,
             snapshot: None,
+            guardian: None,
             cancel: Cancel::default(),
             progress: None,
         }
@@ -291,6 +297,8 @@ struct Prepared {
     pause: PauseTimes,
     /// Why a snapshot was wanted but not taken.
     snapshot_refused: Option<String>,
+    /// Looks after the snapshot should this process die (dropped after `snapshot`).
+    guardian: Option<Guardian>,
 }
 
 impl Prepared {
@@ -311,6 +319,13 @@ fn wants_snapshot(request: &DumpRequest) -> bool {
 }
 
 fn stop_capture_plan(request: &DumpRequest, pid: i32, state_before: u8) -> Result<Prepared> {
+    // Started before the pause, so it costs the target nothing.
+    let mut guardian = match (&request.guardian, wants_snapshot(request)) {
+        (Some(command), true) => Guardian::spawn(command)
+            .map_err(|e| tracing::warn!("no snapshot guardian: {e}"))
+            .ok(),
+        _ => None,
+    };
     let mut stopped = StoppedProcess::stop(pid, Options::empty(), &request.cancel)?;
     let mut pause = PauseTimes {
         stop: stopped.stop_duration,
@@ -331,6 +346,11 @@ fn stop_capture_plan(request: &DumpRequest, pid: i32, state_before: u8) -> Resul
         match snapshot::take(&mut stopped, &capture) {
             Ok((taken, times)) => {
                 pause.clone = times.total;
+                if let Some(g) = &mut guardian
+                    && let Err(e) = g.watch(&taken)
+                {
+                    tracing::warn!("the snapshot guardian is gone: {e}");
+                }
                 snapshot = Some(taken);
             }
             Err(SnapshotError::Refused(why)) => {
@@ -353,6 +373,7 @@ fn stop_capture_plan(request: &DumpRequest, pid: i32, state_before: u8) -> Resul
         plan: select::Plan::default(),
         pause,
         snapshot_refused,
+        guardian,
     };
     let options = SelectOptions {
         mode: request.mode,
@@ -501,6 +522,7 @@ fn prepare_held(
             ..PauseTimes::default()
         },
         snapshot_refused: None,
+        guardian: None,
     })
 }
 
@@ -599,6 +621,9 @@ fn write_prepared(
             Ok(finish) => prepared.pause.reap = finish.reaper_pause,
             Err(e) => tracing::warn!("cleaning up the snapshot: {e}"),
         }
+    }
+    if let Some(guardian) = prepared.guardian.take() {
+        guardian.release();
     }
     Ok(Written {
         capture: prepared.capture,

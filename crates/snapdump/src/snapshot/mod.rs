@@ -60,6 +60,7 @@
 //! (EXITKILL). Its [`SnapshotMemory`] may be read from any thread.
 
 mod borrow;
+pub mod guard;
 pub mod memory;
 mod seccomp;
 
