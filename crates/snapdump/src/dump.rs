@@ -308,6 +308,10 @@ impl Prepared {
             let stopped_at = stopped.stopped_at();
             self.pause.resume = stopped.resume();
             self.pause.total = stopped_at.elapsed();
+            tracing::debug!(
+                micros = self.pause.total.as_micros() as u64,
+                "target resumed"
+            );
         }
     }
 }
@@ -338,6 +342,12 @@ fn stop_capture_plan(request: &DumpRequest, pid: i32, state_before: u8) -> Resul
     // While traced every thread reads as 't'; record the state it was in before.
     capture.stat.state = state_before;
     pause.registers = t.elapsed();
+    tracing::debug!(
+        threads = capture.threads.len(),
+        mappings = capture.mappings.len(),
+        libraries = capture.link_map.entries.len(),
+        "captured registers and /proc"
+    );
     fault::stall_point("captured", &request.cancel)?;
 
     let mut snapshot_refused = None;
@@ -625,6 +635,12 @@ fn write_prepared(
     if let Some(guardian) = prepared.guardian.take() {
         guardian.release();
     }
+    tracing::debug!(
+        bytes = stats.disk_bytes,
+        unreadable = stats.unreadable_bytes,
+        reap_micros = prepared.pause.reap.as_micros() as u64,
+        "dump written"
+    );
     Ok(Written {
         capture: prepared.capture,
         plan,
