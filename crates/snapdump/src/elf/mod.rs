@@ -208,3 +208,150 @@ pub fn write_core(
     out.finish()?;
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{DumpReason, Thread};
+    use crate::process::link_map::LinkMap;
+    use crate::process::procfs::{Backing, Mapping, Perms, Stat, Status, VmFlags};
+    use crate::select::Segment;
+    use object::read::elf::{FileHeader as _, ProgramHeader as _};
+
+    struct Pattern;
+
+    impl ProcessMemory for Pattern {
+        fn read_into(&self, addr: u64, buf: &mut [u8]) -> u64 {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = ((addr + i as u64) % 251) as u8 | 1;
+            }
+            0
+        }
+    }
+
+    fn mapping(start: u64, end: u64) -> Mapping {
+        Mapping {
+            start,
+            end,
+            perms: Perms {
+                read: true,
+                write: true,
+                exec: false,
+                shared: false,
+            },
+            offset: 0,
+            dev_major: 0,
+            dev_minor: 0,
+            inode: 0,
+            backing: Backing::Anonymous,
+            vm_flags: VmFlags::default(),
+            anonymous_bytes: 0,
+            rss_bytes: 0,
+            swap_bytes: 0,
+        }
+    }
+
+    /// A process of `count` one-page mappings, every tenth stored.
+    fn many_mappings(count: u64) -> (Capture, Plan) {
+        let base = 0x1000_0000u64;
+        let mappings: Vec<Mapping> = (0..count)
+            .map(|i| mapping(base + i * 2 * PAGE, base + i * 2 * PAGE + PAGE))
+            .collect();
+        let segments = mappings
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Segment {
+                start: m.start,
+                end: m.end,
+                mapping: i,
+                stored: i % 10 == 0,
+                runs: if i % 10 == 0 {
+                    vec![(m.start, m.end)]
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        let capture = Capture {
+            pid: 1,
+            stat: Stat::default(),
+            status: Status::default(),
+            status_raw: Vec::new(),
+            maps_raw: Vec::new(),
+            cmdline: b"many\0".to_vec(),
+            environ: Vec::new(),
+            auxv: Vec::new(),
+            exe: None,
+            mappings,
+            threads: vec![Thread {
+                tid: 1,
+                name: b"many".to_vec(),
+                regs: vec![0; 216],
+                fpregs: Some(vec![0; 512]),
+                xstate: None,
+                pending_signal: None,
+                stat: None,
+                status: None,
+            }],
+            link_map: LinkMap::default(),
+            reason: DumpReason::Requested,
+            captured_at: std::time::SystemTime::now(),
+        };
+        let plan = Plan {
+            segments,
+            ..Plan::default()
+        };
+        (capture, plan)
+    }
+
+    fn write(capture: &Capture, plan: &Plan, name: &str) -> Vec<u8> {
+        let path = std::env::temp_dir().join(format!("snapdump-elf-{name}-{}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        let layout = CoreLayout::new(capture, plan);
+        let stats = write_core(
+            capture,
+            plan,
+            &layout,
+            &Pattern,
+            SparseWriter::new(&file, None, 0),
+            &mut |_| {},
+            &Cancel::new(),
+        )
+        .unwrap();
+        assert_eq!(stats.file_len, layout.total_len);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(path).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn more_than_65535_segments_use_pn_xnum() {
+        let (capture, plan) = many_mappings(70_000);
+        let core = write(&capture, &plan, "xnum");
+        // e_phnum holds PN_XNUM; the real count is in section 0's sh_info.
+        assert_eq!(u16::from_le_bytes([core[56], core[57]]), PN_XNUM);
+        // As the kernel does, section 0 has no name table (e_shstrndx 0): read the headers
+        // directly rather than through object's section-aware ElfFile.
+        let header = FileHeader64::<object::Endianness>::parse(&*core).unwrap();
+        let endian = header.endian().unwrap();
+        let headers = header.program_headers(endian, &*core).unwrap();
+        assert_eq!(headers.len(), 70_001);
+        // Every tenth mapping has its page; the bytes are the memory's.
+        let stored = &headers[1 + 10];
+        assert_eq!(stored.p_vaddr(endian), 0x1000_0000 + 10 * 2 * PAGE);
+        assert_eq!(stored.p_filesz(endian), PAGE);
+        let offset = stored.p_offset(endian) as usize;
+        let mut expected = vec![0u8; 16];
+        Pattern.read_into(stored.p_vaddr(endian), &mut expected);
+        assert_eq!(&core[offset..offset + 16], &expected[..]);
+        assert_eq!(headers[1 + 11].p_filesz(endian), 0);
+    }
+
+    #[test]
+    fn few_segments_need_no_section_header() {
+        let (capture, plan) = many_mappings(30);
+        let core = write(&capture, &plan, "small");
+        assert_eq!(u16::from_le_bytes([core[56], core[57]]), 31);
+        assert_eq!(u64::from_le_bytes(core[40..48].try_into().unwrap()), 0);
+    }
+}
