@@ -471,6 +471,24 @@ mod tests {
     }
 
     #[test]
+    fn huge_maps_parse_whole() {
+        let mut text = Vec::new();
+        for i in 0..200_000u64 {
+            let start = 0x1000_0000 + i * 0x2000;
+            text.extend_from_slice(
+                format!(
+                    "{start:x}-{:x} rw-p 00000000 00:00 0\nVmFlags: rd wr\n",
+                    start + 0x1000
+                )
+                .as_bytes(),
+            );
+        }
+        let maps = parse_maps(&text);
+        assert_eq!(maps.len(), 200_000);
+        assert_eq!(maps[199_999].start, 0x1000_0000 + 199_999 * 0x2000);
+    }
+
+    #[test]
     fn maps_garbage_is_skipped_not_fatal() {
         let maps = parse_maps(
             b"zzzz\nVmFlags: dd\n1000-2000 rw-p 0 00:00 0\n\xff\xff\n1-\n3000-2000 rw-p 0 00:00 0\n",
