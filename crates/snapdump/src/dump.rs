@@ -330,6 +330,11 @@ fn stop_capture_plan(request: &DumpRequest, pid: i32, state_before: u8) -> Resul
             .ok(),
         _ => None,
     };
+    // smaps walks every page table: read it while the target still runs (see
+    // Capture::collect_with_hints).
+    let smaps_hints = process::read_proc_file(pid, "smaps")
+        .map(|bytes| crate::process::procfs::parse_maps(&bytes))
+        .ok();
     let mut stopped = StoppedProcess::stop(pid, Options::empty(), &request.cancel)?;
     let mut pause = PauseTimes {
         stop: stopped.stop_duration,
@@ -338,7 +343,8 @@ fn stop_capture_plan(request: &DumpRequest, pid: i32, state_before: u8) -> Resul
     fault::stall_point("stopped", &request.cancel)?;
     let t = Instant::now();
     let target_memory = LiveMemory::new(pid);
-    let mut capture = Capture::collect(&stopped, &target_memory)?;
+    let mut capture =
+        Capture::collect_with_hints(&stopped, &target_memory, smaps_hints.as_deref())?;
     // While traced every thread reads as 't'; record the state it was in before.
     capture.stat.state = state_before;
     pause.registers = t.elapsed();
