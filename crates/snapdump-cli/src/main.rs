@@ -1,6 +1,8 @@
 //! `snapdump`: the command line over the engine. Flags → a [`snapdump::DumpRequest`] → one
 //! summary line. Everything else lives in the library.
 
+mod serve;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +28,10 @@ enum Command {
     Dump(DumpArgs),
     /// List the processes that can be dumped.
     Ps(PsArgs),
+    /// Serve dumps over an authenticated HTTP API shaped like dotnet-monitor's.
+    Serve(serve::ServeArgs),
+    /// Print a new API key and the config line that stores only its hash.
+    Generatekey,
     /// Internal: the guardian a snapshot dump starts (reads its instructions on stdin).
     #[command(name = "__snapshot-guard", hide = true)]
     SnapshotGuard,
@@ -184,6 +190,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Dump(args) => run_dump(args),
         Command::Ps(args) => run_ps(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Generatekey => serve::generate_key(),
         Command::SnapshotGuard => {
             let outcome = snapdump::snapshot::guard::serve(std::io::stdin());
             if outcome.starts_with("reaped") || outcome.starts_with("could not") {
