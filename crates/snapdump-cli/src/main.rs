@@ -1,6 +1,7 @@
 //! `snapdump`: the command line over the engine. Flags → a [`snapdump::DumpRequest`] → one
 //! summary line. Everything else lives in the library.
 
+mod inspect;
 mod serve;
 
 use std::io::IsTerminal;
@@ -28,6 +29,8 @@ enum Command {
     Dump(DumpArgs),
     /// List the processes that can be dumped.
     Ps(PsArgs),
+    /// Show what a dump holds: process, threads, modules, memory and stacks.
+    Inspect(inspect::InspectArgs),
     /// Serve dumps over an authenticated HTTP API shaped like dotnet-monitor's.
     Serve(serve::ServeArgs),
     /// Print a new API key and the config line that stores only its hash.
@@ -190,6 +193,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Dump(args) => run_dump(args),
         Command::Ps(args) => run_ps(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Generatekey => serve::generate_key(),
         Command::SnapshotGuard => {
