@@ -3,6 +3,7 @@
 
 mod inspect;
 mod serve;
+mod watch;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ enum Command {
     Ps(PsArgs),
     /// Show what a dump holds: process, threads, modules, memory and stacks.
     Inspect(inspect::InspectArgs),
+    /// Watch a process and dump it when a trigger fires (CPU, memory, threads, fds, a
+    /// signal, a crash, an exit).
+    Watch(watch::WatchArgs),
     /// Serve dumps over an authenticated HTTP API shaped like dotnet-monitor's.
     Serve(serve::ServeArgs),
     /// Print a new API key and the config line that stores only its hash.
@@ -194,6 +198,7 @@ fn main() -> ExitCode {
         Command::Dump(args) => run_dump(args),
         Command::Ps(args) => run_ps(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Watch(args) => watch::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Generatekey => serve::generate_key(),
         Command::SnapshotGuard => {

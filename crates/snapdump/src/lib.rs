@@ -45,6 +45,7 @@ pub mod process;
 pub mod select;
 pub mod snapshot;
 pub mod sys;
+pub mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -35,17 +35,32 @@ pub static SNAPDUMP_SLEEP_COUNT: AtomicU64 = AtomicU64::new(0);
 #[unsafe(no_mangle)]
 pub static SNAPDUMP_SHORT_SLEEP_COUNT: AtomicU64 = AtomicU64::new(0);
 
+/// Longest gap between two consecutive ticks of the `sd-heartbeat` thread, in microseconds,
+/// since start or since the last `maxgap` command (which reads and resets it).
+#[unsafe(no_mangle)]
+pub static SNAPDUMP_HEARTBEAT_MAX_GAP_US: AtomicU64 = AtomicU64::new(0);
+
+/// SIGUSR1s received since `handle-usr1` installed a handler for them.
+#[unsafe(no_mangle)]
+pub static SNAPDUMP_USR1_COUNT: AtomicU64 = AtomicU64::new(0);
+
 const HEAP_LEN: usize = 256 * 1024;
 const SECRET_LEN: usize = 64 * 1024;
 const MIB: usize = 1024 * 1024;
 const SLEEP: Duration = Duration::from_millis(100);
+const HEARTBEAT_TICK: Duration = Duration::from_millis(1);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 const USAGE: &str =
     "usage: snapdump-test-target [--seed N] [--sparse-reserve-mb R --sparse-touch-pct P] \
-[--touch-mb M] [--no-core]
-commands on stdin: ping | wake <text> | status | spawn N | grow MB | fds N | crash | exit";
+[--touch-mb M] [--no-core] [--heartbeat]
+commands on stdin: ping | wake <text> | status | spawn N | grow MB | fds N | maxgap | crash | exit
+  | handle-usr1 | usr1
+handle-usr1: count SIGUSR1s instead of dying of them (thread sd-signals); `usr1` answers
+`usr1 <count>`
+--heartbeat: thread sd-heartbeat ticks every 1 ms; `maxgap` answers `maxgap <us>` (the longest
+gap between ticks since the previous maxgap) and resets it";
 
 /// Prints one line to stdout and flushes; errors (closed stdout) are ignored.
 fn say(line: &str) {
@@ -148,6 +163,22 @@ pub fn target_spinning() {
     }
 }
 
+/// Thread `sd-heartbeat` (only with `--heartbeat`): sleeps 1 ms at a time forever and records
+/// the longest gap between consecutive ticks in `SNAPDUMP_HEARTBEAT_MAX_GAP_US`. A process
+/// paused for a dump sees that pause as one long gap.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn target_heartbeat() {
+    let mut last = Instant::now();
+    loop {
+        std::thread::sleep(HEARTBEAT_TICK);
+        let now = Instant::now();
+        let gap = u64::try_from(now.duration_since(last).as_micros()).unwrap_or(u64::MAX);
+        SNAPDUMP_HEARTBEAT_MAX_GAP_US.fetch_max(gap, Ordering::Relaxed);
+        last = now;
+    }
+}
+
 /// Threads `sd-extra-<i>`: park forever on a condvar.
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -169,6 +200,7 @@ struct Opts {
     sparse_touch_pct: Option<u32>,
     touch_mb: Option<usize>,
     no_core: bool,
+    heartbeat: bool,
 }
 
 fn usage_error(msg: &str) -> ! {
@@ -191,6 +223,7 @@ fn parse_args() -> Opts {
             "--sparse-touch-pct" => o.sparse_touch_pct = Some(value(&a, args.next())),
             "--touch-mb" => o.touch_mb = Some(value(&a, args.next())),
             "--no-core" => o.no_core = true,
+            "--heartbeat" => o.heartbeat = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -275,6 +308,7 @@ struct State {
     extra_count: usize,
     grown: Vec<Vec<u8>>,
     fds: Vec<File>,
+    heartbeat: bool,
 }
 
 fn main() {
@@ -371,6 +405,12 @@ fn main() {
     spawn_named("sd-spinner", &tid_tx, target_spinning);
     let spinner_tid = recv_tid(&tid_rx);
 
+    // The heartbeat is not one of the threads READY waits for, and its tid is not listed.
+    if opts.heartbeat {
+        spawn_named("sd-heartbeat", &tid_tx, target_heartbeat);
+        recv_tid(&tid_rx);
+    }
+
     wait_until_blocked(&["sd-reader", "sd-sleeper", "sd-waiter"], || {
         SNAPDUMP_SPIN_COUNT.load(Ordering::Relaxed) != spins_before
     });
@@ -394,6 +434,7 @@ fn main() {
         extra_count: 0,
         grown: Vec::new(),
         fds: Vec::new(),
+        heartbeat: opts.heartbeat,
     };
 
     let stdin = std::io::stdin();
@@ -472,6 +513,13 @@ fn command(
             }
             Err(e) => e,
         },
+        "maxgap" if st.heartbeat => format!(
+            "maxgap {}",
+            SNAPDUMP_HEARTBEAT_MAX_GAP_US.swap(0, Ordering::Relaxed)
+        ),
+        "maxgap" => "error: maxgap needs --heartbeat".to_string(),
+        "handle-usr1" => handle_usr1(),
+        "usr1" => format!("usr1 {}", SNAPDUMP_USR1_COUNT.load(Ordering::SeqCst)),
         "crash" => {
             say("crashing");
             std::process::abort();
@@ -484,6 +532,26 @@ fn command(
         other => format!("error: unknown command {other:?}"),
     };
     Some(answer)
+}
+
+/// `handle-usr1`: SIGUSR1 no longer kills the process; thread `sd-signals` counts them in
+/// `SNAPDUMP_USR1_COUNT`.
+fn handle_usr1() -> String {
+    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1]) {
+        Ok(signals) => signals,
+        Err(e) => return format!("error: cannot handle SIGUSR1: {e}"),
+    };
+    let spawned = std::thread::Builder::new()
+        .name("sd-signals".to_string())
+        .spawn(move || {
+            for _ in signals.forever() {
+                SNAPDUMP_USR1_COUNT.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    match spawned {
+        Ok(_) => "handling usr1".to_string(),
+        Err(e) => format!("error: cannot spawn sd-signals: {e}"),
+    }
 }
 
 /// `wake <text>`: feeds the reader, then wakes the waiter, in that order.

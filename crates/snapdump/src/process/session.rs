@@ -139,6 +139,33 @@ impl StoppedProcess {
         Ok(stopped)
     }
 
+    /// A process whose threads the caller has already seized and holds in ptrace stops (a
+    /// watcher that caught a signal: see `crate::watch`). Nothing is seized, interrupted or
+    /// waited for here; the threads are put leader first. Like any `StoppedProcess` it
+    /// detaches them all when dropped — call [`StoppedProcess::release`] to get them back still
+    /// stopped and traced instead.
+    pub fn from_stopped_threads(
+        pid: i32,
+        mut threads: Vec<StoppedThread>,
+        options: Options,
+    ) -> StoppedProcess {
+        threads.sort_unstable_by_key(|t| (t.tid != pid, t.tid));
+        StoppedProcess {
+            pid,
+            threads,
+            stopped_at: Instant::now(),
+            options,
+            stop_duration: Duration::ZERO,
+        }
+    }
+
+    /// Hand the threads back to the caller, still stopped and still traced: nothing is
+    /// detached, now or on drop. For a caller that goes on tracing them (resuming each its own
+    /// way) after a [`crate::dump_stopped`].
+    pub fn release(mut self) -> Vec<StoppedThread> {
+        std::mem::take(&mut self.threads)
+    }
+
     pub fn pid(&self) -> i32 {
         self.pid
     }

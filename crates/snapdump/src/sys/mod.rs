@@ -6,6 +6,7 @@
 //! is gone", EPERM "not allowed") and turn it into a user-facing error with context.
 
 pub mod inject;
+pub mod watch;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
