@@ -1,6 +1,7 @@
 //! `snapdump`: the command line over the engine. Flags → a [`snapdump::DumpRequest`] → one
 //! summary line. Everything else lives in the library.
 
+mod dotnet;
 mod inspect;
 mod serve;
 mod watch;
@@ -130,6 +131,16 @@ struct DumpArgs {
     /// Print only the path of the dump.
     #[arg(long, short = 'q', conflicts_with = "verbose")]
     quiet: bool,
+
+    /// Ask the target's .NET runtime to write the dump itself (its createdump, as dotnet-dump
+    /// does). Naming, -o, --overwrite, --min-free and --compress apply; mode/format flags do not.
+    #[arg(long, conflicts_with = "dry_run")]
+    runtime_dump: bool,
+
+    /// The runtime dump's type: Mini, WithHeap (the default), Triage or Full (implies
+    /// --runtime-dump).
+    #[arg(long = "type", value_name = "TYPE", conflicts_with = "dry_run")]
+    dump_type: Option<snapdump::dotnet::DumpType>,
 }
 
 #[derive(Args, Debug)]
@@ -274,6 +285,10 @@ fn run_dump(args: DumpArgs) -> ExitCode {
         (_, true) => Some(false),
         _ => None,
     };
+    if args.runtime_dump || args.dump_type.is_some() {
+        let dump_type = args.dump_type.unwrap_or_default();
+        return dotnet::run_runtime_dump(&request, dump_type, args.quiet, exit_code);
+    }
     if args.dry_run {
         return match snapdump::dry_run(&request) {
             Ok(report) => {
@@ -438,8 +453,8 @@ fn summary(report: &DumpReport) -> String {
 
 fn run_ps(args: PsArgs) -> ExitCode {
     println!(
-        "{:>7}  {:<16} {:>10} {:>7}  {:<20} COMMAND",
-        "PID", "NAME", "RSS", "THREADS", "DUMPABLE"
+        "{:>7}  {:<16} {:>10} {:>7}  {:<20} {:<12} COMMAND",
+        "PID", "NAME", "RSS", "THREADS", "DUMPABLE", "RUNTIME"
     );
     for process in snapdump::process::find::list_processes() {
         if !args.all && process.not_dumpable.is_some() {
@@ -451,12 +466,13 @@ fn run_ps(args: PsArgs) -> ExitCode {
             command.push_str("...");
         }
         println!(
-            "{:>7}  {:<16} {:>10} {:>7}  {:<20} {}",
+            "{:>7}  {:<16} {:>10} {:>7}  {:<20} {:<12} {}",
             process.pid,
             process.name,
             human_bytes(process.rss_bytes),
             process.threads,
             process.not_dumpable.as_deref().unwrap_or("yes"),
+            dotnet::describe(process.pid).unwrap_or_else(|| "-".into()),
             command
         );
     }

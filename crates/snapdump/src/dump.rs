@@ -394,6 +394,8 @@ fn stop_capture_plan(request: &DumpRequest, pid: i32, state_before: u8) -> Resul
     let options = SelectOptions {
         mode: request.mode,
         include_dont_dump: request.include_dont_dump,
+        // On a .NET process, heap dumps keep the managed images SOS needs to name types.
+        keep_managed_images: true,
     };
     let t = Instant::now();
     let target_pages = PageScanner::open(pid)?;
@@ -524,6 +526,8 @@ fn prepare_held(
     let options = SelectOptions {
         mode: request.mode,
         include_dont_dump: request.include_dont_dump,
+        // On a .NET process, heap dumps keep the managed images SOS needs to name types.
+        keep_managed_images: true,
     };
     let plan = select::plan(&capture, &memory, &PageScanner::open(pid)?, &options)?;
     Ok(Prepared {

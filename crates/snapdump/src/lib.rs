@@ -29,11 +29,14 @@
 //! - [`capture`]: what the writers need, gathered while the target is stopped.
 //! - [`select`]: modes → which bytes of which mapping go in.
 //! - [`elf`]: the ELF core writer; [`minidump`]: the minidump writer.
+//! - [`snapshot`]: the copy-on-write clone; [`watch`]: triggers; [`dotnet`]: the .NET
+//!   runtime's diagnostics IPC and runtime-written dumps.
 //! - [`output`]: partial files, sparse writing, the free-space guard; [`naming`]: file names.
 //! - [`dump()`]: the whole sequence, with its guarantees: the target is released on every
 //!   path, a failed dump leaves no file, an existing file is never replaced unasked.
 
 pub mod capture;
+pub mod dotnet;
 pub mod dump;
 pub mod elf;
 pub mod error;

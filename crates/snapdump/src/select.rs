@@ -59,6 +59,9 @@ pub struct SelectOptions {
     pub mode: Mode,
     /// Keep regions marked MADV_DONTDUMP (left out by default).
     pub include_dont_dump: bool,
+    /// In heap mode, on a .NET process (one that maps libcoreclr.so), also keep the mapped
+    /// managed assembly images (`*.dll`, `*.r2r`): SOS reads type names from them.
+    pub keep_managed_images: bool,
 }
 
 /// A piece of one mapping.
@@ -261,6 +264,9 @@ pub fn plan(
     options: &SelectOptions,
 ) -> Result<Plan> {
     let extras = extra_ranges(capture);
+    let managed = options.keep_managed_images
+        && options.mode == Mode::Heap
+        && crate::dotnet::maps_coreclr(&capture.mappings);
     let mut plan = Plan {
         mode: options.mode,
         ..Plan::default()
@@ -288,7 +294,12 @@ pub fn plan(
             continue;
         }
         let mut wants: Vec<(u64, u64, Read)> = Vec::new();
-        if let Some(rule) = mode_rule(mapping, options.mode) {
+        let rule = if managed && crate::dotnet::is_managed_image(mapping) {
+            Some(Read::All)
+        } else {
+            mode_rule(mapping, options.mode)
+        };
+        if let Some(rule) = rule {
             wants.push((mapping.start, mapping.end, rule));
         }
         let file = is_file_backed(mapping);
