@@ -595,7 +595,7 @@ fn write_prepared(
     let cancel = request.cancel.clone();
     let mut report_progress = |done: u64| {
         if let Some(progress) = &progress {
-            progress(done, planned);
+            progress(done.min(planned), planned);
         }
         // The writer checks the cancel flag before its next chunk.
         let _ = fault::stall_point("writing", &cancel);

@@ -156,6 +156,21 @@ fn headers(capture: &Capture, plan: &Plan, layout: &CoreLayout) -> Vec<u8> {
     out
 }
 
+/// Gaps up to this size between runs are read through when that is harmless.
+const COALESCE_GAP: u64 = 256 << 10;
+
+/// Merge sorted runs whose gaps are at most `gap` bytes.
+fn coalesce_runs(runs: &[(u64, u64)], gap: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
+    for &(start, end) in runs {
+        match out.last_mut() {
+            Some(last) if start <= last.1.saturating_add(gap) => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
 /// What writing a core found.
 #[derive(Clone, Debug, Default)]
 pub struct WriteStats {
@@ -187,7 +202,17 @@ pub fn write_core(
         if !segment.stored {
             continue;
         }
-        for &(start, end) in &segment.runs {
+        // Scattered touched pages cost one read each; from a frozen clone, read across small
+        // gaps instead (the gaps read as zeros and still become holes). Never across shared
+        // memory: reading a hole there would allocate it in the live object.
+        let coalesce = memory.untouched_reads_are_harmless()
+            && !capture.mappings[segment.mapping].perms.shared;
+        let runs = if coalesce {
+            coalesce_runs(&segment.runs, COALESCE_GAP)
+        } else {
+            segment.runs.clone()
+        };
+        for &(start, end) in &runs {
             out.skip_to(offset + (start - segment.start))?;
             let mut addr = start;
             while addr < end {
@@ -345,6 +370,13 @@ mod tests {
         Pattern.read_into(stored.p_vaddr(endian), &mut expected);
         assert_eq!(&core[offset..offset + 16], &expected[..]);
         assert_eq!(headers[1 + 11].p_filesz(endian), 0);
+    }
+
+    #[test]
+    fn runs_coalesce_across_small_gaps_only() {
+        let runs = [(0, 10), (20, 30), (1000, 1010)];
+        assert_eq!(coalesce_runs(&runs, 10), vec![(0, 30), (1000, 1010)]);
+        assert_eq!(coalesce_runs(&runs, 5), runs.to_vec());
     }
 
     #[test]
