@@ -265,7 +265,7 @@ pub fn parse_maps(bytes: &[u8]) -> Vec<Mapping> {
                 .next()
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0)
-                * 1024
+                .saturating_mul(1024)
         };
         match key {
             b"VmFlags" => last.vm_flags = VmFlags::parse(value),
@@ -468,6 +468,13 @@ mod tests {
         assert!(maps[0].vm_flags.dont_dump && maps[0].vm_flags.dont_fork);
         assert!(maps[0].vm_flags.wipe_on_fork && !maps[0].vm_flags.shared);
         assert!(maps[1].vm_flags.shared && maps[1].vm_flags.io && maps[1].vm_flags.pfn_map);
+    }
+
+    #[test]
+    fn absurd_sizes_saturate() {
+        // Found by the fuzzer: a kB value whose byte count overflows u64.
+        let maps = parse_maps(b"1000-2000 rw-p 0 00:00 0\nRss: 99999999999999999 kB\n");
+        assert_eq!(maps[0].rss_bytes, u64::MAX);
     }
 
     #[test]
