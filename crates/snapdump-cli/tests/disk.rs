@@ -1,29 +1,14 @@
 //! Disk safety and economy: untouched memory is never read and never stored, the estimate is
 //! honest, a full or vanished disk fails cleanly, compressed and size-capped dumps still load.
 
+mod common;
+
+use common::{snapdump, temp_dir, text};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use snapdump_test_support::{Target, assert_running_untraced, tools};
-
-fn snapdump(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_snapdump"))
-        .args(args)
-        .output()
-        .expect("run snapdump")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("snapdump-disk-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A `/proc/PID/status` field in bytes.
 fn status_kib(pid: i32, field: &str) -> u64 {

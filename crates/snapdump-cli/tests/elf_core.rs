@@ -2,8 +2,11 @@
 //! crate; and the CLI's refusals, each with its exit code and message, leaving the target
 //! running and nothing on disk.
 
+mod common;
+
+use common::{snapdump, temp_dir, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Endianness, elf};
@@ -18,24 +21,6 @@ const KNOWN_FUNCTIONS: [&str; 4] = [
     "target_waiting_on_futex",
     "target_spinning",
 ];
-
-fn snapdump(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_snapdump"))
-        .args(args)
-        .output()
-        .expect("run snapdump")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("snapdump-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// Dump `pid` in `mode` to `path`, asserting success and the CLI's output contract.
 fn dump_ok(pid: i32, mode: &str, path: &Path) {

@@ -2,8 +2,10 @@
 //! and each time the target runs on (not stopped, not traced, its blocked calls complete
 //! correctly), no child or zombie is left, and no file — partial or not — remains.
 
+mod common;
+
+use common::{snapdump_bin, temp_dir};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -13,13 +15,6 @@ use nix::unistd::Pid;
 use snapdump_test_support::{Target, assert_running_untraced, children_of};
 
 const PHASES: [&str; 4] = ["stopped", "captured", "writing", "written"];
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("snapdump-fault-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Start a dump that stalls at `phase`, wait until it is there, deliver `signal`, and check
 /// that the dumper ended as it should and the target took no harm.
@@ -147,10 +142,6 @@ fn two_dumps_of_one_target_at_once() {
     assert_running_untraced(target.pid());
     target.wake_and_check("after two dumps");
     std::fs::remove_dir_all(dir).unwrap();
-}
-
-fn snapdump_bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_snapdump"))
 }
 
 #[test]

@@ -2,8 +2,11 @@
 //! readers: minidump-stackwalk (symbolized from the local binaries), lldb, and the `minidump`
 //! crate reading every stream back against what the target holds.
 
+mod common;
+
+use common::{snapdump, temp_dir, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use minidump::format::MINIDUMP_STREAM_TYPE as Stream;
 use minidump::{
@@ -23,24 +26,6 @@ const THREADS: [(&str, &str); 4] = [
     ("sd-waiter", "target_waiting_on_futex"),
     ("sd-spinner", "target_spinning"),
 ];
-
-fn snapdump(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_snapdump"))
-        .args(args)
-        .output()
-        .expect("run snapdump")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("snapdump-md-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// Dump `pid` as a minidump in `mode` to `path`, asserting success.
 fn dump_ok(pid: i32, mode: &str, path: &Path) {

@@ -709,12 +709,16 @@ fn explain_failure(error: Error, pid: i32) -> Error {
     }
 }
 
-/// Take one dump into a file.
-pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
+/// Write a dump into a file named by the request: the file is created (unnamed) before the
+/// target is touched, `write` fills it, and it gets its name only when complete.
+fn dump_into_file(
+    request: &DumpRequest,
+    pid: i32,
+    comm: &[u8],
+    write: impl FnOnce(Destination<'_>) -> Result<Written>,
+) -> Result<DumpReport> {
     let started = Instant::now();
-    let pid = request.target.resolve()?;
-    let (stat, _status) = process::check_dumpable(pid)?;
-    let path = destination(request, pid, &stat.comm)?;
+    let path = destination(request, pid, comm)?;
     let file = DumpFile::create(&path, request.overwrite)?;
     let dir = parent_dir(&path);
     let guard = match request.min_free {
@@ -722,18 +726,21 @@ pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
         None => SpaceGuard::with_default_reserve(&dir),
     };
     request.cancel.check()?;
-    let written = write_dump(
-        request,
-        pid,
-        stat.state,
-        Destination::File { file: &file, guard },
-    )
-    .map_err(|e| explain_failure(e, pid))?;
+    let written = write(Destination::File { file: &file, guard })?;
     let path = file.commit()?;
     let disk_bytes = std::fs::metadata(&path)
         .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
         .unwrap_or(written.stats.disk_bytes);
     Ok(report(request, pid, path, disk_bytes, written, started))
+}
+
+/// Take one dump into a file.
+pub fn dump(request: &DumpRequest) -> Result<DumpReport> {
+    let pid = request.target.resolve()?;
+    let (stat, _status) = process::check_dumpable(pid)?;
+    dump_into_file(request, pid, &stat.comm, |destination| {
+        write_dump(request, pid, stat.state, destination).map_err(|e| explain_failure(e, pid))
+    })
 }
 
 /// Dump a process whose threads the caller already holds stopped — a watcher that caught a
@@ -745,28 +752,12 @@ pub fn dump_stopped(
     stopped: &StoppedProcess,
     reason: DumpReason,
 ) -> Result<DumpReport> {
-    let started = Instant::now();
     let pid = stopped.pid();
     let stat = process::read_stat(pid)?;
-    let path = destination(request, pid, &stat.comm)?;
-    let file = DumpFile::create(&path, request.overwrite)?;
-    let dir = parent_dir(&path);
-    let guard = match request.min_free {
-        Some(min_free) => SpaceGuard { dir, min_free },
-        None => SpaceGuard::with_default_reserve(&dir),
-    };
-    let prepared = prepare_held(request, stopped, reason)?;
-    let written = write_prepared(
-        request,
-        pid,
-        prepared,
-        Destination::File { file: &file, guard },
-    )?;
-    let path = file.commit()?;
-    let disk_bytes = std::fs::metadata(&path)
-        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
-        .unwrap_or(written.stats.disk_bytes);
-    Ok(report(request, pid, path, disk_bytes, written, started))
+    dump_into_file(request, pid, &stat.comm, |destination| {
+        let prepared = prepare_held(request, stopped, reason)?;
+        write_prepared(request, pid, prepared, destination)
+    })
 }
 
 /// Take one dump into a byte stream (an HTTP body, a pipe). The stream gets the dump in file
