@@ -399,6 +399,52 @@ impl<'a> SparseWriter<'a> {
     }
 }
 
+/// Copies memory runs into a dump a chunk at a time, checking for cancellation and reporting
+/// progress; both writers stream their memory through it.
+pub struct MemoryCopier {
+    buf: Vec<u8>,
+    /// Bytes copied so far.
+    pub done: u64,
+    /// Bytes that could not be read (written as zeros).
+    pub unreadable: u64,
+}
+
+impl Default for MemoryCopier {
+    fn default() -> MemoryCopier {
+        MemoryCopier {
+            buf: vec![0u8; crate::elf::READ_CHUNK],
+            done: 0,
+            unreadable: 0,
+        }
+    }
+}
+
+impl MemoryCopier {
+    /// Copy `[start, end)` of `memory` to the writer's current position; zero pages become
+    /// holes.
+    pub fn copy(
+        &mut self,
+        memory: &dyn crate::process::memory::ProcessMemory,
+        (start, end): (u64, u64),
+        out: &mut SparseWriter<'_>,
+        progress: &mut dyn FnMut(u64),
+        cancel: &crate::Cancel,
+    ) -> Result<()> {
+        let mut addr = start;
+        while addr < end {
+            cancel.check()?;
+            let len = ((end - addr) as usize).min(self.buf.len());
+            let chunk = &mut self.buf[..len];
+            self.unreadable += memory.read_into(addr, chunk);
+            out.write_sparse(chunk)?;
+            addr += len as u64;
+            self.done += len as u64;
+            progress(self.done);
+        }
+        Ok(())
+    }
+}
+
 fn is_zero(bytes: &[u8]) -> bool {
     let words = bytes.chunks_exact(8);
     let tail = words.remainder();

@@ -17,7 +17,7 @@ use object::pod::bytes_of;
 use crate::Cancel;
 use crate::capture::Capture;
 use crate::error::Result;
-use crate::output::SparseWriter;
+use crate::output::{MemoryCopier, SparseWriter};
 use crate::process::memory::ProcessMemory;
 use crate::select::Plan;
 
@@ -196,8 +196,7 @@ pub fn write_core(
     out.write(&headers(capture, plan, layout))?;
     debug_assert_eq!(out.position(), layout.notes_offset);
     out.write(&layout.notes)?;
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut done = 0u64;
+    let mut copier = MemoryCopier::default();
     for (segment, &offset) in plan.segments.iter().zip(&layout.segment_offsets) {
         if !segment.stored {
             continue;
@@ -214,20 +213,11 @@ pub fn write_core(
         };
         for &(start, end) in &runs {
             out.skip_to(offset + (start - segment.start))?;
-            let mut addr = start;
-            while addr < end {
-                cancel.check()?;
-                let len = ((end - addr) as usize).min(READ_CHUNK);
-                let chunk = &mut buf[..len];
-                stats.unreadable_bytes += memory.read_into(addr, chunk);
-                out.write_sparse(chunk)?;
-                addr += len as u64;
-                done += len as u64;
-                progress(done);
-            }
+            copier.copy(memory, (start, end), &mut out, progress, cancel)?;
         }
     }
     out.skip_to(layout.total_len)?;
+    stats.unreadable_bytes = copier.unreadable;
     stats.disk_bytes = out.written();
     stats.file_len = layout.total_len;
     out.finish()?;

@@ -28,9 +28,9 @@ use minidump_common::format::{
 
 use crate::Cancel;
 use crate::capture::{Capture, DumpReason};
-use crate::elf::{READ_CHUNK, WriteStats};
+use crate::elf::WriteStats;
 use crate::error::Result;
-use crate::output::SparseWriter;
+use crate::output::{MemoryCopier, SparseWriter};
 use crate::process::memory::{PAGE_SIZE, ProcessMemory};
 use crate::process::procfs::Mapping;
 use crate::select::{Mode, Plan, is_shared_anonymous};
@@ -596,25 +596,15 @@ pub fn write_minidump(
     cancel.check()?;
     let mut stats = WriteStats::default();
     out.write(&layout.metadata)?;
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut done = 0u64;
+    let mut copier = MemoryCopier::default();
     for (region, &offset) in layout.memory.regions.iter().zip(&layout.region_offsets) {
         for &(start, end) in &region.runs {
             out.skip_to(offset + (start - region.start))?;
-            let mut addr = start;
-            while addr < end {
-                cancel.check()?;
-                let len = ((end - addr) as usize).min(READ_CHUNK);
-                let chunk = &mut buf[..len];
-                stats.unreadable_bytes += memory.read_into(addr, chunk);
-                out.write_sparse(chunk)?;
-                addr += len as u64;
-                done += len as u64;
-                progress(done);
-            }
+            copier.copy(memory, (start, end), &mut out, progress, cancel)?;
         }
     }
     out.skip_to(layout.total_len)?;
+    stats.unreadable_bytes = copier.unreadable;
     stats.disk_bytes = out.written();
     stats.file_len = layout.total_len;
     out.finish()?;
