@@ -94,6 +94,26 @@ pub fn has_exited(pid: i32) -> bool {
     }
 }
 
+/// Why PTRACE_SEIZE of `pid`'s first thread returned EPERM: another tracer (named), or no
+/// permission.
+pub fn seize_refused(pid: i32) -> Error {
+    match read_status(pid) {
+        Ok(status) if status.tracer_pid != 0 => {
+            let (tracer_pid, tracer_name) = tracer_process(status.tracer_pid);
+            Error::AlreadyTraced {
+                pid,
+                tracer_pid,
+                tracer_name,
+            }
+        }
+        Ok(_) => Error::PermissionDenied {
+            pid,
+            detail: "PTRACE_SEIZE returned EPERM".into(),
+        },
+        Err(error) => error,
+    }
+}
+
 /// Check that `pid` is a process snapdump can dump, returning its stat and status. Each
 /// refusal is a specific error with advice.
 pub fn check_dumpable(pid: i32) -> Result<(Stat, Status)> {

@@ -80,21 +80,7 @@ impl StoppedProcess {
                     // Exited between the listing and the seize.
                     Err(Errno::ESRCH) => continue,
                     Err(Errno::EPERM) if stopped.threads.is_empty() => {
-                        let status = super::read_status(pid)?;
-                        return Err(if status.tracer_pid != 0 {
-                            let (tracer_pid, tracer_name) =
-                                super::tracer_process(status.tracer_pid);
-                            Error::AlreadyTraced {
-                                pid,
-                                tracer_pid,
-                                tracer_name,
-                            }
-                        } else {
-                            Error::PermissionDenied {
-                                pid,
-                                detail: "PTRACE_SEIZE returned EPERM".into(),
-                            }
-                        });
+                        return Err(super::seize_refused(pid));
                     }
                     Err(errno) => {
                         return Err(Error::Ptrace {

@@ -146,21 +146,7 @@ impl Tracer {
                     // Created by a seized thread: already traced, by this thread.
                     Err(Errno::EPERM) if tracer_of(pid, tid) == Some(me) => {}
                     Err(Errno::EPERM) if tracer.threads.is_empty() => {
-                        let status = process::read_status(pid)?;
-                        return Err(if status.tracer_pid != 0 {
-                            let (tracer_pid, tracer_name) =
-                                process::tracer_process(status.tracer_pid);
-                            Error::AlreadyTraced {
-                                pid,
-                                tracer_pid,
-                                tracer_name,
-                            }
-                        } else {
-                            Error::PermissionDenied {
-                                pid,
-                                detail: "PTRACE_SEIZE returned EPERM".into(),
-                            }
-                        });
+                        return Err(process::seize_refused(pid));
                     }
                     Err(errno) => {
                         return Err(Error::Ptrace {
