@@ -229,7 +229,7 @@ mod tests {
     use super::*;
     use crate::capture::{DumpReason, Thread};
     use crate::process::link_map::LinkMap;
-    use crate::process::procfs::{Backing, Mapping, Perms, Stat, Status, VmFlags};
+    use crate::process::procfs::{Backing, Mapping, Stat, Status};
     use crate::select::Segment;
     use object::read::elf::{FileHeader as _, ProgramHeader as _};
 
@@ -245,25 +245,7 @@ mod tests {
     }
 
     fn mapping(start: u64, end: u64) -> Mapping {
-        Mapping {
-            start,
-            end,
-            perms: Perms {
-                read: true,
-                write: true,
-                exec: false,
-                shared: false,
-            },
-            offset: 0,
-            dev_major: 0,
-            dev_minor: 0,
-            inode: 0,
-            backing: Backing::Anonymous,
-            vm_flags: VmFlags::default(),
-            anonymous_bytes: 0,
-            rss_bytes: 0,
-            swap_bytes: 0,
-        }
+        Mapping::private_rw(start, end, Backing::Anonymous)
     }
 
     /// A process of `count` one-page mappings, every tenth stored.

@@ -617,7 +617,7 @@ mod tests {
     use crate::capture::{Thread, reg};
     use crate::process::link_map::LinkMap;
     use crate::process::procfs::Backing;
-    use crate::process::procfs::{Perms, Stat, Status, VmFlags};
+    use crate::process::procfs::{Stat, Status};
     use crate::select::Segment;
     use minidump::{
         Minidump, MinidumpException, MinidumpMemory64List, MinidumpMemoryList, MinidumpModuleList,
@@ -641,25 +641,7 @@ mod tests {
     }
 
     fn mapping(start: u64, end: u64, backing: Backing) -> Mapping {
-        Mapping {
-            start,
-            end,
-            perms: Perms {
-                read: true,
-                write: true,
-                exec: false,
-                shared: false,
-            },
-            offset: 0,
-            dev_major: 0,
-            dev_minor: 0,
-            inode: 0,
-            backing,
-            vm_flags: VmFlags::default(),
-            anonymous_bytes: 0,
-            rss_bytes: 0,
-            swap_bytes: 0,
-        }
+        Mapping::private_rw(start, end, backing)
     }
 
     fn thread(tid: i32, regs: Vec<u8>) -> Thread {

@@ -231,6 +231,31 @@ impl Mapping {
         self.start <= addr && addr < self.end
     }
 
+    /// A private read-write mapping of `backing` with no smaps details (for tests that build
+    /// processes by hand).
+    #[cfg(test)]
+    pub(crate) fn private_rw(start: u64, end: u64, backing: Backing) -> Mapping {
+        Mapping {
+            start,
+            end,
+            perms: Perms {
+                read: true,
+                write: true,
+                exec: false,
+                shared: false,
+            },
+            offset: 0,
+            dev_major: 0,
+            dev_minor: 0,
+            inode: 0,
+            backing,
+            vm_flags: VmFlags::default(),
+            anonymous_bytes: 0,
+            rss_bytes: 0,
+            swap_bytes: 0,
+        }
+    }
+
     /// The mapped file's path, for file-backed mappings.
     pub fn file_path(&self) -> Option<&std::path::Path> {
         match &self.backing {
