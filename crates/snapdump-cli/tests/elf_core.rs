@@ -188,9 +188,19 @@ fn notes_are_in_the_kernels_order() {
     );
     let mut notes = headers[0].notes(endian, &*core).unwrap().unwrap();
     let mut types = Vec::new();
+    let mut last = None;
     while let Some(note) = notes.next().unwrap() {
         types.push(note.n_type(endian));
+        last = Some((note.name().to_vec(), note.desc().to_vec()));
     }
+    // snapdump's own note (what wrote the core, in which mode) closes the list.
+    let (owner, desc) = last.unwrap();
+    assert_eq!(owner, b"SNAPDUMP");
+    assert!(
+        String::from_utf8_lossy(&desc).contains("mode=mini\n"),
+        "{desc:?}"
+    );
+    types.pop();
     let expected_first = [
         elf::NT_PRSTATUS,
         elf::NT_PRPSINFO,

@@ -67,6 +67,8 @@ struct Notes {
     auxv: Vec<(u64, u64)>,
     files: Vec<FileMapping>,
     gdb_note: bool,
+    /// snapdump's own note: the mode it was written in.
+    snapdump_mode: Option<String>,
 }
 
 /// Reads the core's headers and notes into `report`; returns its memory.
@@ -211,6 +213,10 @@ pub fn read<'a>(src: &'a dyn ReadAt, report: &mut Report) -> Result<CoreMemory<'
     let memory = CoreMemory::new(src, &segments);
 
     report.writer = writer(&notes, shoff != 0 && shnum > 1);
+    report.mode = notes
+        .snapdump_mode
+        .clone()
+        .filter(|m| ["mini", "heap", "full"].contains(&m.as_str()));
     fill_process(&notes, report);
     report.threads = notes.threads.clone();
     let reason = &report.process.reason;
@@ -269,6 +275,13 @@ fn read_notes(src: &dyn ReadAt, ph: &ProgramHeader64<LE>, notes: &mut Notes, rep
         let desc = note.desc();
         if name == b"GDB" {
             notes.gdb_note = true;
+            continue;
+        }
+        if name == b"SNAPDUMP" {
+            // `key=value` lines; `mode` is one of snapdump's modes.
+            let text = String::from_utf8_lossy(desc);
+            let mode = text.lines().find_map(|l| l.strip_prefix("mode="));
+            notes.snapdump_mode = Some(mode.unwrap_or("").to_string());
             continue;
         }
         if name != b"CORE" {
@@ -340,6 +353,9 @@ fn file_note(desc: &[u8]) -> Option<Vec<FileMapping>> {
 }
 
 fn writer(notes: &Notes, has_sections: bool) -> Option<Writer> {
+    if notes.snapdump_mode.is_some() {
+        return Some(Writer::Snapdump);
+    }
     if notes.gdb_note || has_sections {
         return Some(Writer::Gcore);
     }

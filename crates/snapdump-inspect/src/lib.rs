@@ -222,7 +222,9 @@ fn sniff(src: &dyn ReadAt, report: &Report) -> Result<DumpFormat> {
 
 fn finish_elf(report: &mut Report, memory: &memory::CoreMemory<'_>, options: &Options) {
     report.format = DumpFormat::ElfCore;
-    report.mode = Some(infer_mode(&report.regions, None));
+    if report.mode.is_none() {
+        report.mode = Some(infer_mode(&report.regions, None));
+    }
     report.memory = model::MemorySummary::of(&report.regions);
     if options.stacks {
         unwind::stacks(report, memory, options);
@@ -233,7 +235,8 @@ fn finish_elf(report: &mut Report, memory: &memory::CoreMemory<'_>, options: &Op
 /// memory is stored; else `heap` when most writable anonymous memory is (ELF cores, where a
 /// segment's stored size includes its never-touched holes) or the header says
 /// MiniDumpWithFullMemory (minidumps: `full_memory_flag` is `Some`, and they store touched
-/// pages only); else `mini`. Inferred for any writer: a kernel core with the default
+/// pages only); else `mini`. Used for cores without snapdump's note, which names the mode:
+/// snapdump's own cores leave untouched pages out of the file altogether. Inferred for any writer: a kernel core with the default
 /// coredump_filter reads as `heap`, gcore's as `full`, Breakpad's as `mini`.
 pub fn infer_mode(regions: &[Region], full_memory_flag: Option<bool>) -> String {
     let ratio = |pick: &dyn Fn(&Region) -> bool| {

@@ -13,6 +13,8 @@ const PAGE: usize = 4096;
 /// Bytes collected before one `pwrite`.
 const WRITE_BUFFER: usize = 4 << 20;
 /// How often (in bytes written) the free space is checked again.
+/// The shortest run of zeros that becomes a hole.
+pub const MIN_HOLE: usize = 4 * PAGE;
 const SPACE_CHECK_EVERY: u64 = 64 << 20;
 
 /// A dump being written. It has no name until it is complete: an unnamed `O_TMPFILE` file in
@@ -301,20 +303,25 @@ impl<'a> SparseWriter<'a> {
         Ok(())
     }
 
-    /// Append memory contents; whole zero pages become holes.
+    /// Append memory contents; runs of at least [`MIN_HOLE`] zero bytes (whole pages) become
+    /// holes, shorter ones are written: on ext4 every hole splits the file into another extent,
+    /// which costs more than writing a few zero pages.
     pub fn write_sparse(&mut self, data: &[u8]) -> Result<()> {
-        let mut pending_start = 0;
+        let mut written_to = 0;
         let mut offset = 0;
         while offset < data.len() {
-            let end = (offset + PAGE).min(data.len());
-            if is_zero(&data[offset..end]) {
-                self.write(&data[pending_start..offset])?;
-                self.skip((end - offset) as u64)?;
-                pending_start = end;
+            let zero_start = offset;
+            while offset < data.len() && is_zero(&data[offset..(offset + PAGE).min(data.len())]) {
+                offset = (offset + PAGE).min(data.len());
             }
-            offset = end;
+            if offset - zero_start >= MIN_HOLE {
+                self.write(&data[written_to..zero_start])?;
+                self.skip((offset - zero_start) as u64)?;
+                written_to = offset;
+            }
+            offset = (offset + PAGE).min(data.len());
         }
-        self.write(&data[pending_start..])
+        self.write(&data[written_to..])
     }
 
     /// Leave a hole of `len` bytes.
@@ -420,8 +427,8 @@ impl Default for MemoryCopier {
 }
 
 impl MemoryCopier {
-    /// Copy `[start, end)` of `memory` to the writer's current position; zero pages become
-    /// holes.
+    /// Copy `[start, end)` of `memory` to the writer's current position; long zero runs
+    /// become holes.
     pub fn copy(
         &mut self,
         memory: &dyn crate::process::memory::ProcessMemory,
@@ -476,10 +483,12 @@ mod tests {
         writer.skip_to(4096).unwrap();
         let mut data = vec![0u8; 64 * 4096];
         data[0] = 1;
+        // A zero page between two written ones is written: too short to be worth a hole.
+        data[2 * 4096] = 3;
         data[63 * 4096 + 5] = 2;
         writer.write_sparse(&data).unwrap();
         writer.skip(1 << 20).unwrap();
-        assert_eq!(writer.written(), 4 + 2 * 4096);
+        assert_eq!(writer.written(), 4 + 4 * 4096);
         writer.finish().unwrap();
         let final_path = dump.commit().unwrap();
         let meta = std::fs::metadata(&final_path).unwrap();

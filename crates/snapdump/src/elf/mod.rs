@@ -28,13 +28,32 @@ const PAGE: u64 = 4096;
 /// Memory is read in runs of this size.
 pub const READ_CHUNK: usize = 4 << 20;
 
+/// One PT_LOAD: a stretch of a planned segment, with its bytes in the file (`filesz ==
+/// memsz`) or without (`filesz == 0`: never-touched memory, or a segment the plan leaves out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Load {
+    pub vaddr: u64,
+    pub memsz: u64,
+    pub offset: u64,
+    pub filesz: u64,
+    /// Index of the segment in the plan.
+    pub segment: usize,
+}
+
 /// Where everything goes in the file.
+///
+/// The file is dense: a stored segment is split at its untouched gaps, the touched runs get
+/// PT_LOADs with contents laid end to end, and each gap a PT_LOAD with `filesz` 0 (gdb reads
+/// those as zeros, which is what never-touched memory holds). Mirroring the address space with
+/// holes in the file, as the kernel does, costs one file extent per scattered page (seconds
+/// for a sparse heap on ext4), and every copy or upload of the dump moves the holes as zeros.
+///
+/// The PT_LOADs are computed as they are written ([`CoreLayout::loads`]), never held all at
+/// once: a sparse heap can have millions of them.
 #[derive(Debug)]
 pub struct CoreLayout {
     pub notes: Vec<u8>,
     pub notes_offset: u64,
-    /// One offset per segment of the plan (for segments without contents: where they would be).
-    pub segment_offsets: Vec<u64>,
     pub data_offset: u64,
     pub total_len: u64,
     pub phnum: u64,
@@ -42,8 +61,9 @@ pub struct CoreLayout {
 
 impl CoreLayout {
     pub fn new(capture: &Capture, plan: &Plan) -> CoreLayout {
-        let notes = notes::build_notes(capture);
-        let phnum = 1 + plan.segments.len() as u64;
+        let mut notes = notes::build_notes(capture);
+        notes.extend(notes::snapdump_note(plan.mode));
+        let phnum = 1 + loads(plan, 0).count() as u64;
         let mut offset = EHDR_SIZE + phnum * PHDR_SIZE;
         if phnum >= PN_XNUM as u64 {
             offset += SHDR_SIZE;
@@ -51,31 +71,78 @@ impl CoreLayout {
         let notes_offset = offset;
         offset += notes.len() as u64;
         let data_offset = offset.div_ceil(PAGE) * PAGE;
-        let mut cursor = data_offset;
-        let mut segment_offsets = Vec::with_capacity(plan.segments.len());
-        for segment in &plan.segments {
-            segment_offsets.push(cursor);
-            if segment.stored {
-                cursor += segment.len();
-            }
-        }
+        let total_len = loads(plan, data_offset)
+            .last()
+            .map_or(data_offset, |l| l.offset + l.filesz);
         CoreLayout {
             notes,
             notes_offset,
-            segment_offsets,
             data_offset,
-            total_len: cursor,
+            total_len,
             phnum,
         }
     }
 
-    /// Bytes on disk (holes excluded) the dump is expected to take.
+    /// Every PT_LOAD, in address order.
+    pub fn loads<'p>(&self, plan: &'p Plan) -> impl Iterator<Item = Load> + 'p {
+        loads(plan, self.data_offset)
+    }
+
+    /// Bytes on disk the dump is expected to take.
     pub fn estimated_disk_bytes(&self, plan: &Plan) -> u64 {
         self.data_offset + plan.data_bytes()
     }
 }
 
-fn headers(capture: &Capture, plan: &Plan, layout: &CoreLayout) -> Vec<u8> {
+/// The PT_LOADs of `plan` with the file's data starting at `data_offset`.
+fn loads(plan: &Plan, data_offset: u64) -> impl Iterator<Item = Load> + '_ {
+    let mut cursor = data_offset;
+    plan.segments
+        .iter()
+        .enumerate()
+        .flat_map(|(index, segment)| {
+            // (start, end, stored) pieces: the runs and the gaps around them.
+            let pieces: Box<dyn Iterator<Item = (u64, u64, bool)>> = if segment.stored {
+                let mut at = segment.start;
+                let gaps_and_runs = segment.runs.iter().flat_map(move |&(start, end)| {
+                    let gap = (at, start, false);
+                    at = end;
+                    [gap, (start, end, true)]
+                });
+                let last = segment.runs.last().map_or(segment.start, |r| r.1);
+                Box::new(gaps_and_runs.chain([(last, segment.end, false)]))
+            } else {
+                Box::new([(segment.start, segment.end, false)].into_iter())
+            };
+            pieces
+                .filter(|&(start, end, _)| end > start)
+                .map(move |(start, end, stored)| (index, start, end, stored))
+        })
+        .map(move |(segment, vaddr, end, stored)| {
+            if stored {
+                // Keep p_offset congruent to p_vaddr modulo the page size, as ELF asks.
+                cursor += vaddr.wrapping_sub(cursor) % PAGE;
+            }
+            let filesz = if stored { end - vaddr } else { 0 };
+            let load = Load {
+                vaddr,
+                memsz: end - vaddr,
+                offset: cursor,
+                filesz,
+                segment,
+            };
+            cursor += filesz;
+            load
+        })
+}
+
+/// The ELF header, the program headers and, past 65535 of them, the PN_XNUM section header.
+fn write_headers(
+    capture: &Capture,
+    plan: &Plan,
+    layout: &CoreLayout,
+    out: &mut SparseWriter<'_>,
+) -> Result<()> {
     let xnum = layout.phnum >= PN_XNUM as u64;
     let header = FileHeader64::<LE> {
         e_ident: object::elf::Ident {
@@ -108,7 +175,7 @@ fn headers(capture: &Capture, plan: &Plan, layout: &CoreLayout) -> Vec<u8> {
         e_shnum: U16::new(LE, xnum as u16),
         e_shstrndx: U16::new(LE, 0),
     };
-    let mut out = bytes_of(&header).to_vec();
+    out.write(bytes_of(&header))?;
     let note = ProgramHeader64::<LE> {
         p_type: U32::new(LE, PT_NOTE),
         p_flags: U32::new(LE, 0),
@@ -119,23 +186,23 @@ fn headers(capture: &Capture, plan: &Plan, layout: &CoreLayout) -> Vec<u8> {
         p_memsz: U64::new(LE, 0),
         p_align: U64::new(LE, 4),
     };
-    out.extend_from_slice(bytes_of(&note));
-    for (segment, &offset) in plan.segments.iter().zip(&layout.segment_offsets) {
-        let perms = capture.mappings[segment.mapping].perms;
+    out.write(bytes_of(&note))?;
+    for load in layout.loads(plan) {
+        let perms = capture.mappings[plan.segments[load.segment].mapping].perms;
         let flags = (if perms.read { PF_R } else { 0 })
             | (if perms.write { PF_W } else { 0 })
             | (if perms.exec { PF_X } else { 0 });
-        let load = ProgramHeader64::<LE> {
+        let header = ProgramHeader64::<LE> {
             p_type: U32::new(LE, PT_LOAD),
             p_flags: U32::new(LE, flags),
-            p_offset: U64::new(LE, offset),
-            p_vaddr: U64::new(LE, segment.start),
+            p_offset: U64::new(LE, load.offset),
+            p_vaddr: U64::new(LE, load.vaddr),
             p_paddr: U64::new(LE, 0),
-            p_filesz: U64::new(LE, if segment.stored { segment.len() } else { 0 }),
-            p_memsz: U64::new(LE, segment.len()),
+            p_filesz: U64::new(LE, load.filesz),
+            p_memsz: U64::new(LE, load.memsz),
             p_align: U64::new(LE, PAGE),
         };
-        out.extend_from_slice(bytes_of(&load));
+        out.write(bytes_of(&header))?;
     }
     if xnum {
         // PN_XNUM: the real program header count lives in section 0's sh_info.
@@ -151,24 +218,9 @@ fn headers(capture: &Capture, plan: &Plan, layout: &CoreLayout) -> Vec<u8> {
             sh_addralign: U64::new(LE, 0),
             sh_entsize: U64::new(LE, 0),
         };
-        out.extend_from_slice(bytes_of(&section));
+        out.write(bytes_of(&section))?;
     }
-    out
-}
-
-/// Gaps up to this size between runs are read through when that is harmless.
-const COALESCE_GAP: u64 = 256 << 10;
-
-/// Merge sorted runs whose gaps are at most `gap` bytes.
-fn coalesce_runs(runs: &[(u64, u64)], gap: u64) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
-    for &(start, end) in runs {
-        match out.last_mut() {
-            Some(last) if start <= last.1.saturating_add(gap) => last.1 = last.1.max(end),
-            _ => out.push((start, end)),
-        }
-    }
-    out
+    Ok(())
 }
 
 /// What writing a core found.
@@ -193,28 +245,19 @@ pub fn write_core(
     cancel: &Cancel,
 ) -> Result<WriteStats> {
     let mut stats = WriteStats::default();
-    out.write(&headers(capture, plan, layout))?;
+    write_headers(capture, plan, layout, &mut out)?;
     debug_assert_eq!(out.position(), layout.notes_offset);
     out.write(&layout.notes)?;
     let mut copier = MemoryCopier::default();
-    for (segment, &offset) in plan.segments.iter().zip(&layout.segment_offsets) {
-        if !segment.stored {
-            continue;
-        }
-        // Scattered touched pages cost one read each; from a frozen clone, read across small
-        // gaps instead (the gaps read as zeros and still become holes). Never across shared
-        // memory: reading a hole there would allocate it in the live object.
-        let coalesce = memory.untouched_reads_are_harmless()
-            && !capture.mappings[segment.mapping].perms.shared;
-        let runs = if coalesce {
-            coalesce_runs(&segment.runs, COALESCE_GAP)
-        } else {
-            segment.runs.clone()
-        };
-        for &(start, end) in &runs {
-            out.skip_to(offset + (start - segment.start))?;
-            copier.copy(memory, (start, end), &mut out, progress, cancel)?;
-        }
+    for load in layout.loads(plan).filter(|l| l.filesz > 0) {
+        out.skip_to(load.offset)?;
+        copier.copy(
+            memory,
+            (load.vaddr, load.vaddr + load.filesz),
+            &mut out,
+            progress,
+            cancel,
+        )?;
     }
     out.skip_to(layout.total_len)?;
     stats.unreadable_bytes = copier.unreadable;
@@ -345,10 +388,37 @@ mod tests {
     }
 
     #[test]
-    fn runs_coalesce_across_small_gaps_only() {
-        let runs = [(0, 10), (20, 30), (1000, 1010)];
-        assert_eq!(coalesce_runs(&runs, 10), vec![(0, 30), (1000, 1010)]);
-        assert_eq!(coalesce_runs(&runs, 5), runs.to_vec());
+    fn untouched_gaps_take_no_file_space() {
+        let (capture, mut plan) = many_mappings(1);
+        // One 8-page mapping with pages 1 and 5..7 touched.
+        let start = capture.mappings[0].start;
+        plan.segments[0].end = start + 8 * PAGE;
+        plan.segments[0].runs = vec![
+            (start + PAGE, start + 2 * PAGE),
+            (start + 5 * PAGE, start + 7 * PAGE),
+        ];
+        let layout = CoreLayout::new(&capture, &plan);
+        let loads: Vec<Load> = layout.loads(&plan).collect();
+        let shape: Vec<(u64, u64, u64)> = loads
+            .iter()
+            .map(|l| ((l.vaddr - start) / PAGE, l.memsz / PAGE, l.filesz / PAGE))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![(0, 1, 0), (1, 1, 1), (2, 3, 0), (5, 2, 2), (7, 1, 0)]
+        );
+        let stored: Vec<&Load> = loads.iter().filter(|l| l.filesz > 0).collect();
+        assert_eq!(stored[0].offset, layout.data_offset);
+        assert_eq!(stored[1].offset, layout.data_offset + PAGE);
+        assert_eq!(layout.total_len, layout.data_offset + 3 * PAGE);
+        let core = write(&capture, &plan, "gaps");
+        assert_eq!(core.len() as u64, layout.total_len);
+        for load in stored {
+            let mut expected = vec![0u8; load.filesz as usize];
+            Pattern.read_into(load.vaddr, &mut expected);
+            let at = load.offset as usize;
+            assert_eq!(&core[at..at + expected.len()], &expected[..]);
+        }
     }
 
     #[test]

@@ -218,3 +218,21 @@ pub fn build_notes(capture: &Capture) -> Vec<u8> {
     }
     notes.bytes
 }
+
+/// Owner and type of snapdump's own note, after the kernel's: what wrote the core and in which
+/// mode. Readers skip notes of owners they do not know; `snapdump inspect` uses it to name
+/// the mode, which the contents alone no longer tell once untouched pages are left out.
+pub const SNAPDUMP_OWNER: &[u8] = b"SNAPDUMP";
+pub const NT_SNAPDUMP_INFO: u32 = 1;
+
+/// The note's payload: `key=value` lines (`writer=snapdump VERSION`, `mode=MODE`).
+pub fn snapdump_note(mode: crate::select::Mode) -> Vec<u8> {
+    let mut notes = NoteWriter::default();
+    let payload = format!(
+        "writer=snapdump {}\nmode={}\n",
+        env!("CARGO_PKG_VERSION"),
+        mode.as_str()
+    );
+    notes.note(SNAPDUMP_OWNER, NT_SNAPDUMP_INFO, payload.as_bytes());
+    notes.bytes
+}

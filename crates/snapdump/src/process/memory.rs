@@ -22,13 +22,6 @@ pub trait ProcessMemory {
         (self.read_into(addr, &mut buf) == 0).then_some(buf)
     }
 
-    /// Whether reading never-touched pages of *private* mappings costs the process nothing.
-    /// True for a frozen clone (it never runs again; at most its page tables grow), false for
-    /// a live process, whose memory and page tables must not grow because of a dump.
-    fn untouched_reads_are_harmless(&self) -> bool {
-        false
-    }
-
     fn read_u64(&self, addr: u64) -> Option<u64> {
         let bytes = self.read_vec(addr, 8)?;
         Some(u64::from_le_bytes(bytes.try_into().ok()?))

@@ -173,10 +173,6 @@ impl SnapshotMemory {
 }
 
 impl ProcessMemory for SnapshotMemory {
-    fn untouched_reads_are_harmless(&self) -> bool {
-        true
-    }
-
     fn read_into(&self, addr: u64, buf: &mut [u8]) -> u64 {
         let regions = &self.live_only.regions;
         let end = addr.saturating_add(buf.len() as u64);
