@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use snapdump::snapshot::guard::GuardianCommand;
 use snapdump_server::auth;
 use snapdump_server::config::Config;
 use snapdump_server::egress;
@@ -17,7 +18,8 @@ pub struct ServeArgs {
     pub urls: Vec<String>,
 
     /// A TOML config file: urls, max_concurrent_dumps, [authentication] api_key_hashes,
-    /// [tls] certificate and private_key, [egress.NAME] url and options.
+    /// [tls] certificate and private_key, [egress.NAME] url and options,
+    /// [collection_rules.NAME] (watch triggers whose dumps go to an egress provider).
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -73,6 +75,16 @@ fn settings(args: ServeArgs) -> Result<Settings, ServeError> {
         temp_apikey: args.temp_apikey,
         no_auth: args.no_auth,
         max_concurrent_dumps: args.max_concurrent_dumps.map(|n| n as usize),
+        snapshot_guardian: snapshot_guardian(),
+    })
+}
+
+/// `snapdump __snapshot-guard`, which reaps a snapshot's clone inside the target if the
+/// server is SIGKILLed mid-dump (as `snapdump dump` does).
+fn snapshot_guardian() -> Option<GuardianCommand> {
+    std::env::current_exe().ok().map(|program| GuardianCommand {
+        program,
+        args: vec!["__snapshot-guard".into()],
     })
 }
 
@@ -132,6 +144,9 @@ mod tests {
         let settings = settings(cli.serve).unwrap();
         assert_eq!(settings.egress[0].0, "local");
         assert_eq!(settings.max_concurrent_dumps, Some(2));
+        let guardian = settings.snapshot_guardian.unwrap();
+        assert_eq!(Some(guardian.program), std::env::current_exe().ok());
+        assert_eq!(guardian.args, ["__snapshot-guard"]);
         assert!(Cli::try_parse_from(["serve", "--temp-apikey", "--no-auth"]).is_err());
         assert!(Cli::try_parse_from(["serve", "--max-concurrent-dumps", "0"]).is_err());
     }

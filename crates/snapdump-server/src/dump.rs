@@ -88,7 +88,7 @@ impl DumpType {
     }
 }
 
-fn parse_format(text: Option<&str>) -> Result<Format, Problem> {
+pub(crate) fn parse_format(text: Option<&str>) -> Result<Format, Problem> {
     match text {
         None => Ok(Format::Elf),
         Some(text) => match text.to_ascii_lowercase().as_str() {
@@ -227,7 +227,15 @@ pub async fn get_dump(
 ) -> Result<Response, Problem> {
     let params = Params::parse(
         query.as_deref(),
-        &["pid", "name", "type", "format", "egressprovider", "tags"],
+        &[
+            "pid",
+            "uid",
+            "name",
+            "type",
+            "format",
+            "egressprovider",
+            "tags",
+        ],
     )?;
     let dump_type = DumpType::parse(params.get("type"))?;
     let format = parse_format(params.get("format"))?;
@@ -248,12 +256,9 @@ pub async fn get_dump(
             )
         })?),
     };
-    let (pid, name) = (
-        params.get("pid").map(str::to_owned),
-        params.get("name").map(str::to_owned),
-    );
-    let target =
-        routes::blocking(move || routes::select(pid.as_deref(), name.as_deref(), true)).await??;
+    let selector = routes::Selector::from_params(&params);
+    let ids = state.runtime_ids.clone();
+    let target = routes::blocking(move || routes::select(&selector, &ids, true)).await??;
 
     let permit = state
         .dump_permits
@@ -305,10 +310,11 @@ pub async fn get_dump(
         egress = egress.as_ref().map(|p| p.name.as_str()),
         "dump started"
     );
-    let request = DumpRequest::new(TargetSpec::Pid(target.pid))
+    let mut request = DumpRequest::new(TargetSpec::Pid(target.pid))
         .mode(dump_type.mode())
         .format(format)
         .cancel(cancel);
+    request.guardian = state.snapshot_guardian.clone();
     let job = Job {
         stem: snapdump::naming::default_stem(
             &target.comm,
@@ -344,24 +350,24 @@ pub async fn get_dump(
 /// The size and SHA-256 of the bytes that went out, computed on the async side (never on
 /// the engine's thread, which holds the target stopped).
 #[derive(Default)]
-struct Digest {
+pub(crate) struct Digest {
     hasher: Sha256,
     bytes: u64,
 }
 
 impl Digest {
-    fn update(&mut self, chunk: &[u8]) {
+    pub(crate) fn update(&mut self, chunk: &[u8]) {
         self.hasher.update(chunk);
         self.bytes += chunk.len() as u64;
     }
 
-    fn finish(self) -> (u64, String) {
+    pub(crate) fn finish(self) -> (u64, String) {
         (self.bytes, hex::encode(self.hasher.finalize()))
     }
 }
 
 /// Records the end of a dump: operation, metrics, log.
-fn finish(
+pub(crate) fn finish(
     state: &AppState,
     id: Uuid,
     started: Instant,
@@ -516,7 +522,7 @@ async fn stream(job: Job, location: HeaderValue) -> Result<Response, Problem> {
         .into_response())
 }
 
-fn egress_failed(provider: &EgressProvider, e: &object_store::Error) -> Completion {
+pub(crate) fn egress_failed(provider: &EgressProvider, e: &object_store::Error) -> Completion {
     Completion::new(
         OperationStatus::Failed,
         Some(OperationError {

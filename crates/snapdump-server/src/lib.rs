@@ -6,9 +6,10 @@
 //! | route | does |
 //! |---|---|
 //! | `GET /processes` | the processes that can be dumped (`isDefault` marks the only one) |
-//! | `GET /process?pid=&name=` | one process |
-//! | `GET /dump?pid=&name=&type=&format=&egressProvider=&tags=` | 200 with the dump streamed, or 202 and an upload to an egress provider |
+//! | `GET /process?pid=&uid=&name=` | one process |
+//! | `GET /dump?pid=&uid=&name=&type=&format=&egressProvider=&tags=` | 200 with the dump streamed, or 202 and an upload to an egress provider |
 //! | `GET /operations?tags=`, `GET/DELETE /operations/{id}` | what dumps are doing; cancel one |
+//! | `GET /collectionrules`, `GET /collectionrules/{name}` | the config's collection rules ([`rules`]) |
 //! | `GET /info`, `GET /metrics`, `GET /openapi.json` | about the server |
 //! | `GET /livez`, `GET /readyz` | health, without a key |
 //!
@@ -22,8 +23,13 @@
 //! `tower::ServiceExt::oneshot`; [`server`] binds the listeners (TLS through rustls), prints
 //! what the operator needs and shuts down gracefully.
 //!
-//! Not yet: collection rules (dumps on triggers from the config), and Triage's redaction
-//! (Triage is taken as Mini until the engine redacts).
+//! Collection rules ([`rules`]) run `snapdump watch`'s triggers from the config for as long as
+//! the server runs, each dump going to an egress provider as an operation of its own.
+//!
+//! `uid` selects a .NET process by its runtime instance cookie ([`uid`]).
+//!
+//! Not yet: Triage's redaction. `type=Triage` is taken as Mini, and is NOT redacted: the
+//! engine does not remove environment values or command-line arguments yet.
 
 pub mod auth;
 pub mod config;
@@ -34,7 +40,9 @@ pub mod openapi;
 pub mod operations;
 pub mod problem;
 pub mod routes;
+pub mod rules;
 pub mod server;
+pub mod uid;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,6 +53,7 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use snapdump::snapshot::guard::GuardianCommand;
 use tokio::sync::Semaphore;
 
 use crate::auth::Auth;
@@ -52,6 +61,8 @@ use crate::egress::EgressProvider;
 use crate::metrics::Metrics;
 use crate::operations::Operations;
 use crate::problem::Problem;
+use crate::rules::CollectionRules;
+use crate::uid::RuntimeIds;
 
 /// What every handler shares: cheap to clone.
 #[derive(Clone)]
@@ -63,6 +74,16 @@ pub struct AppState {
     pub dump_permits: Arc<Semaphore>,
     pub max_concurrent_dumps: usize,
     pub metrics: Arc<Metrics>,
+    /// The config's collection rules (none by default; [`AppState::with_rules`]).
+    pub rules: Arc<CollectionRules>,
+    /// The guardian that reaps a snapshot's clone inside the target if the server is killed
+    /// mid-dump (`snapdump serve` gives `snapdump __snapshot-guard`; see
+    /// [`snapdump::snapshot::guard`]). Passed to every dump the server takes. `None`: no
+    /// guardian, and a SIGKILLed server may leave the clone's zombie in the target until the
+    /// target exits.
+    pub snapshot_guardian: Option<GuardianCommand>,
+    /// .NET runtime instance cookies, for `uid`.
+    pub runtime_ids: Arc<RuntimeIds>,
 }
 
 impl AppState {
@@ -82,7 +103,23 @@ impl AppState {
             dump_permits: Arc::new(Semaphore::new(max_concurrent_dumps)),
             max_concurrent_dumps,
             metrics: Arc::new(Metrics::default()),
+            rules: Arc::default(),
+            snapshot_guardian: None,
+            runtime_ids: Arc::default(),
         }
+    }
+
+    /// The same state with these collection rules (started by [`server::Server::run`], or by
+    /// [`CollectionRules::start`]).
+    pub fn with_rules(mut self, rules: Vec<rules::Rule>) -> AppState {
+        self.rules = Arc::new(CollectionRules::new(rules));
+        self
+    }
+
+    /// The same state with a snapshot guardian.
+    pub fn with_snapshot_guardian(mut self, guardian: Option<GuardianCommand>) -> AppState {
+        self.snapshot_guardian = guardian;
+        self
     }
 
     /// Dumps under way now.
@@ -102,6 +139,8 @@ pub fn app(state: AppState) -> Router {
             "/operations/{id}",
             get(routes::get_operation).delete(routes::delete_operation),
         )
+        .route("/collectionrules", get(routes::get_collection_rules))
+        .route("/collectionrules/{name}", get(routes::get_collection_rule))
         .route("/info", get(routes::get_info))
         .route("/metrics", get(routes::get_metrics))
         .route("/openapi.json", get(openapi::get_openapi))

@@ -32,6 +32,9 @@ fn selector_parameters() -> Vec<Value> {
         json!({"name": "pid", "in": "query", "required": false,
                "description": "The process id. Without pid and name: the only dumpable process.",
                "schema": {"type": "integer", "format": "int32", "minimum": 1}}),
+        json!({"name": "uid", "in": "query", "required": false,
+               "description": "The .NET runtime instance cookie (a GUID, as in /processes; .NET 5 and later with diagnostics enabled). One that is not a GUID, or that no process has: 400.",
+               "schema": {"type": "string", "format": "uuid"}}),
         json!({"name": "name", "in": "query", "required": false,
                "description": "The process name: comm, executable file name or argv[0].",
                "schema": {"type": "string"}}),
@@ -45,7 +48,7 @@ pub fn document() -> Value {
     let mut dump_parameters = selector_parameters();
     dump_parameters.extend([
         json!({"name": "type", "in": "query", "required": false,
-               "description": "What goes in: Mini (threads, stacks), WithHeap (the default: plus heap and written data), Triage (Mini, to be redacted), Full (everything).",
+               "description": "What goes in: Mini (threads, stacks), WithHeap (the default: plus heap and written data), Full (everything). Triage is taken as Mini and is NOT redacted yet: environment values and command-line arguments stay in the dump (at the top of the main thread's stack, in the process notes or minidump streams).",
                "schema": {"type": "string", "enum": ["Mini", "WithHeap", "Triage", "Full"], "default": "WithHeap"}}),
         json!({"name": "format", "in": "query", "required": false,
                "schema": {"type": "string", "enum": ["elf", "minidump"], "default": "elf"}}),
@@ -81,11 +84,11 @@ pub fn document() -> Value {
             }},
             "/process": {"get": {
                 "operationId": "getProcess",
-                "summary": "One process, by pid or name, or the only dumpable one.",
+                "summary": "One process, by pid, uid or name, or the only dumpable one.",
                 "parameters": selector_parameters(),
                 "responses": {
                     "200": json_response("The process.", json!({"$ref": "#/components/schemas/ProcessInfo"})),
-                    "400": problem_response("Bad pid, no such process, ambiguous name, or no default process."),
+                    "400": problem_response("Bad pid or uid, no such process, ambiguous name, several selectors, or no default process."),
                     "401": unauthorized()
                 }
             }},
@@ -103,7 +106,7 @@ pub fn document() -> Value {
                         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
                     },
                     "202": {"description": "The upload has started; follow Location.", "headers": {"Location": location}},
-                    "400": problem_response("Bad input: unknown type or format, bad pid, no such process, unknown egress provider, a process that cannot be dumped."),
+                    "400": problem_response("Bad input: unknown type or format, bad pid or uid, no such process, unknown egress provider, a process that cannot be dumped."),
                     "401": unauthorized(),
                     "403": problem_response("Not allowed to trace the process."),
                     "409": problem_response("The process is traced by another tracer, or exited."),
@@ -143,6 +146,24 @@ pub fn document() -> Value {
                     }
                 }
             },
+            "/collectionrules": {"get": {
+                "operationId": "getCollectionRules",
+                "summary": "The config's collection rules, by name: state, dumps taken, last error.",
+                "responses": {
+                    "200": json_response("The rules.", json!({"type": "array", "items": {"$ref": "#/components/schemas/CollectionRule"}})),
+                    "400": problem_response("An unknown query parameter."),
+                    "401": unauthorized()
+                }
+            }},
+            "/collectionrules/{name}": {"get": {
+                "operationId": "getCollectionRule",
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": json_response("The rule.", json!({"$ref": "#/components/schemas/CollectionRule"})),
+                    "401": unauthorized(),
+                    "404": problem_response("No rule of that name.")
+                }
+            }},
             "/info": {"get": {
                 "operationId": "getInfo",
                 "responses": {
@@ -192,9 +213,11 @@ pub fn document() -> Value {
                 },
                 "Process": {
                     "type": "object",
-                    "required": ["pid", "name", "exeName", "commandLine", "userId", "threads", "rssBytes", "dumpable", "notDumpableReason", "isDefault"],
+                    "required": ["pid", "uid", "name", "exeName", "commandLine", "userId", "threads", "rssBytes", "dumpable", "notDumpableReason", "isDefault"],
                     "properties": {
                         "pid": {"type": "integer"},
+                        "uid": {"type": "string", "format": "uuid", "nullable": true,
+                                "description": "The .NET runtime instance cookie; null for other processes and .NET Core 3.1."},
                         "name": {"type": "string"},
                         "exeName": {"type": "string", "nullable": true},
                         "commandLine": {"type": "string"},
@@ -245,6 +268,36 @@ pub fn document() -> Value {
                         },
                         "type": {"type": "string", "enum": ["Mini", "WithHeap", "Triage", "Full"]},
                         "format": {"type": "string", "enum": ["elf", "minidump"]}
+                    }
+                },
+                "CollectionRule": {
+                    "type": "object",
+                    "required": ["name", "state", "stateReason", "process", "triggers", "type", "format", "egressProviderName", "dumpLimit", "dumpsTaken", "dumpsStored", "lastOperationId", "lastDumpTime", "lastError"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "state": {"type": "string", "enum": ["Running", "Finished", "Failed"]},
+                        "stateReason": {"type": "string"},
+                        "process": {
+                            "type": "object",
+                            "nullable": true,
+                            "required": ["pid", "name"],
+                            "properties": {"pid": {"type": "integer"}, "name": {"type": "string"}}
+                        },
+                        "triggers": {"type": "string"},
+                        "type": {"type": "string", "enum": ["Mini", "WithHeap", "Triage", "Full"]},
+                        "format": {"type": "string", "enum": ["elf", "minidump"]},
+                        "egressProviderName": {"type": "string"},
+                        "dumpLimit": {"type": "integer"},
+                        "dumpsTaken": {"type": "integer"},
+                        "dumpsStored": {"type": "integer"},
+                        "lastOperationId": {"type": "string", "format": "uuid", "nullable": true},
+                        "lastDumpTime": {"type": "string", "format": "date-time", "nullable": true},
+                        "lastError": {
+                            "type": "object",
+                            "nullable": true,
+                            "required": ["code", "message"],
+                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}}
+                        }
                     }
                 },
                 "Info": {

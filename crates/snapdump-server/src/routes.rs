@@ -14,6 +14,8 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::operations::{CancelOutcome, Operation};
 use crate::problem::Problem;
+use crate::rules::RuleDescription;
+use crate::uid::{self, RuntimeIds};
 
 /// Query parameters, names matched without regard to case (as ASP.NET binds them).
 #[derive(Debug, Default)]
@@ -73,7 +75,7 @@ pub fn parse_tags(text: Option<&str>) -> Result<Vec<String>, Problem> {
     Ok(tags)
 }
 
-/// A process chosen by `pid`, `name` or by being the only dumpable one.
+/// A process chosen by `pid`, `uid`, `name` or by being the only dumpable one.
 #[derive(Clone, Debug)]
 pub struct Selected {
     pub pid: i32,
@@ -101,19 +103,52 @@ fn default_process(list: &[ProcessSummary]) -> Option<&ProcessSummary> {
     }
 }
 
-/// Chooses the target (reads `/proc`: call it on a blocking thread). With `dumpable`, a
-/// process the engine would refuse is a problem here already, before any 200 or 202.
-pub fn select(pid: Option<&str>, name: Option<&str>, dumpable: bool) -> Result<Selected, Problem> {
-    let pid = match (pid, name) {
-        (Some(_), Some(_)) => {
-            return Err(Problem::bad_request(
-                "ambiguous_selector",
-                "give either pid or name, not both",
-            ));
+/// How a request names its process: the `pid`, `uid` and `name` query parameters.
+#[derive(Clone, Debug, Default)]
+pub struct Selector {
+    pub pid: Option<String>,
+    pub uid: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Selector {
+    pub fn from_params(params: &Params) -> Selector {
+        let get = |name| params.get(name).map(str::to_owned);
+        Selector {
+            pid: get("pid"),
+            uid: get("uid"),
+            name: get("name"),
         }
-        (Some(pid), None) => parse_pid(pid)?,
-        (None, Some(name)) => find::find_by_name(name).map_err(|e| Problem::from_engine(&e))?,
-        (None, None) => {
+    }
+
+    /// Neither pid, uid nor name: the default process.
+    pub fn is_empty(&self) -> bool {
+        self.pid.is_none() && self.uid.is_none() && self.name.is_none()
+    }
+}
+
+/// Chooses the target (reads `/proc`, may ask .NET runtimes for their cookie: call it on a
+/// blocking thread). With `dumpable`, a process the engine would refuse is a problem here
+/// already, before any 200 or 202.
+pub fn select(selector: &Selector, ids: &RuntimeIds, dumpable: bool) -> Result<Selected, Problem> {
+    let given = [&selector.pid, &selector.uid, &selector.name]
+        .iter()
+        .filter(|s| s.is_some())
+        .count();
+    if given > 1 {
+        return Err(Problem::bad_request(
+            "ambiguous_selector",
+            "give one of pid, uid and name, not several",
+        ));
+    }
+    let pid = match (&selector.pid, &selector.uid, &selector.name) {
+        (Some(pid), _, _) => parse_pid(pid)?,
+        (_, Some(text), _) => {
+            let uid = uid::parse_uid(text)?;
+            ids.find(&uid, find::all_pids())?
+        }
+        (_, _, Some(name)) => find::find_by_name(name).map_err(|e| Problem::from_engine(&e))?,
+        (None, None, None) => {
             let list = find::list_processes();
             match default_process(&list) {
                 Some(only) => only.pid,
@@ -123,7 +158,7 @@ pub fn select(pid: Option<&str>, name: Option<&str>, dumpable: bool) -> Result<S
                         "no_default_process",
                         format!(
                             "{count} processes can be dumped, so none is the default: \
-                             choose one with pid or name (see GET /processes)"
+                             choose one with pid, uid or name (see GET /processes)"
                         ),
                     ));
                 }
@@ -161,6 +196,8 @@ pub async fn blocking<T: Send + 'static>(
 #[serde(rename_all = "camelCase")]
 pub struct ProcessEntry {
     pub pid: i32,
+    /// The .NET runtime instance cookie (dotnet-monitor's `uid`), for .NET 5 and later.
+    pub uid: Option<String>,
     pub name: String,
     pub exe_name: Option<String>,
     pub command_line: String,
@@ -177,9 +214,10 @@ pub struct ProcessEntry {
 }
 
 impl ProcessEntry {
-    fn new(p: &ProcessSummary, default_pid: Option<i32>) -> ProcessEntry {
+    fn new(p: &ProcessSummary, uid: Option<String>, default_pid: Option<i32>) -> ProcessEntry {
         ProcessEntry {
             pid: p.pid,
+            uid,
             name: p.name.clone(),
             exe_name: p.exe_name.clone(),
             command_line: p.command_line.clone(),
@@ -195,17 +233,19 @@ impl ProcessEntry {
 
 /// `GET /processes`: every user-space process, dumpable or not.
 pub async fn get_processes(
-    State(_): State<AppState>,
+    State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<ProcessEntry>>, Problem> {
     Params::parse(query.as_deref(), &[])?;
-    let list = blocking(find::list_processes).await?;
-    let default_pid = default_process(&list).map(|p| p.pid);
-    Ok(Json(
+    let entries = blocking(move || {
+        let list = find::list_processes();
+        let default_pid = default_process(&list).map(|p| p.pid);
         list.iter()
-            .map(|p| ProcessEntry::new(p, default_pid))
-            .collect(),
-    ))
+            .map(|p| ProcessEntry::new(p, state.runtime_ids.of(p.pid), default_pid))
+            .collect()
+    })
+    .await?;
+    Ok(Json(entries))
 }
 
 /// `GET /process`: one process, as in `/processes`, with the platform.
@@ -229,24 +269,20 @@ fn architecture() -> &'static str {
 }
 
 pub async fn get_process(
-    State(_): State<AppState>,
+    State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ProcessInfo>, Problem> {
-    let params = Params::parse(query.as_deref(), &["pid", "name"])?;
-    let pid = params.get("pid").map(str::to_owned);
-    let name = params.get("name").map(str::to_owned);
+    let params = Params::parse(query.as_deref(), &["pid", "uid", "name"])?;
+    let selector = Selector::from_params(&params);
     let info = blocking(move || -> Result<ProcessInfo, Problem> {
-        let selected = select(pid.as_deref(), name.as_deref(), false)?;
+        let ids = &state.runtime_ids;
+        let selected = select(&selector, ids, false)?;
         let summary = find::summarize(selected.pid).ok_or_else(|| {
             Problem::from_engine(&snapdump::Error::NoSuchProcess { pid: selected.pid })
         })?;
-        let default_pid = if pid.is_none() && name.is_none() {
-            Some(selected.pid)
-        } else {
-            None
-        };
+        let default_pid = selector.is_empty().then_some(selected.pid);
         Ok(ProcessInfo {
-            process: ProcessEntry::new(&summary, default_pid),
+            process: ProcessEntry::new(&summary, ids.of(selected.pid), default_pid),
             operating_system: "linux",
             process_architecture: architecture(),
         })
@@ -310,6 +346,36 @@ pub async fn delete_operation(
     }
 }
 
+/// `GET /collectionrules`: every collection rule of the config, by name.
+pub async fn get_collection_rules(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<RuleDescription>>, Problem> {
+    Params::parse(query.as_deref(), &[])?;
+    Ok(Json(state.rules.list()))
+}
+
+/// `GET /collectionrules/{name}`: one rule.
+pub async fn get_collection_rule(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<RuleDescription>, Problem> {
+    state.rules.get(&name).map(Json).ok_or_else(|| {
+        let names: Vec<String> = state.rules.list().into_iter().map(|r| r.name).collect();
+        Problem::not_found(
+            "no_such_collection_rule",
+            format!(
+                "no collection rule named {name:?}; configured: {}",
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        )
+    })
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EgressInfo {
@@ -363,12 +429,26 @@ pub async fn get_info(State(state): State<AppState>) -> Json<Info> {
 }
 
 pub async fn get_metrics(State(state): State<AppState>) -> Response {
+    let mut text = state.metrics.render(state.dumps_in_progress());
+    let rules = state.rules.list();
+    if !rules.is_empty() {
+        text.push_str(
+            "# HELP snapdump_collection_rule_dumps_total Dumps taken by each collection rule.\n\
+             # TYPE snapdump_collection_rule_dumps_total counter\n",
+        );
+        for rule in &rules {
+            text.push_str(&format!(
+                "snapdump_collection_rule_dumps_total{{rule=\"{}\"}} {}\n",
+                rule.name, rule.dumps_taken
+            ));
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(state.dumps_in_progress()),
+        text,
     )
         .into_response()
 }

@@ -1,6 +1,7 @@
 //! Running the API: listeners from `--urls`, TLS through rustls (a self-signed certificate
 //! made at start when none is configured, its fingerprint printed so clients can pin it),
-//! authentication from the config and flags, graceful shutdown on SIGINT and SIGTERM.
+//! authentication from the config and flags, the config's collection rules, graceful shutdown
+//! on SIGINT and SIGTERM.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -10,10 +11,12 @@ use axum_server::tls_rustls::RustlsConfig;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
+use snapdump::snapshot::guard::GuardianCommand;
 
 use crate::auth::{self, Auth, BadHash};
 use crate::config::{Config, ConfigError, TlsConfig};
 use crate::egress::{EgressError, EgressProvider};
+use crate::rules::{Rule, RuleError};
 use crate::{AppState, app};
 
 /// Where the server listens when neither `--urls` nor the config say.
@@ -34,6 +37,9 @@ pub struct Settings {
     pub no_auth: bool,
     /// `--max-concurrent-dumps`; else the config's, else 1.
     pub max_concurrent_dumps: Option<usize>,
+    /// The snapshot guardian ([`AppState::snapshot_guardian`]): `snapdump serve` gives
+    /// `snapdump __snapshot-guard`; `None` (tests in process) runs no guardian.
+    pub snapshot_guardian: Option<GuardianCommand>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +50,8 @@ pub enum ServeError {
     Egress(#[from] EgressError),
     #[error(transparent)]
     Hash(#[from] BadHash),
+    #[error(transparent)]
+    Rule(#[from] RuleError),
     #[error(
         "no API key is configured: run `snapdump generatekey` and add the hash it prints to \
          the config file's [authentication] api_key_hashes, or pass --temp-apikey for a \
@@ -185,6 +193,7 @@ impl Server {
             temp_apikey,
             no_auth,
             max_concurrent_dumps,
+            snapshot_guardian,
         } = settings;
         let hashes = &config.authentication.api_key_hashes;
         let mut temp_key = None;
@@ -219,6 +228,15 @@ impl Server {
         let providers = providers
             .iter()
             .map(|(name, p)| EgressProvider::new(name, &p.url, &p.options))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rules = config
+            .collection_rules
+            .iter()
+            .map(|(name, rule)| {
+                Rule::new(name, rule, |egress| {
+                    providers.iter().any(|p| p.name == egress)
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
 
         let urls = if !urls.is_empty() {
@@ -266,8 +284,11 @@ impl Server {
         let limit = max_concurrent_dumps
             .or(config.max_concurrent_dumps)
             .unwrap_or(1);
+        let state = AppState::new(auth, providers, limit)
+            .with_rules(rules)
+            .with_snapshot_guardian(snapshot_guardian);
         Ok(Server {
-            state: AppState::new(auth, providers, limit),
+            state,
             bound,
             tls,
             temp_key,
@@ -315,10 +336,12 @@ impl Server {
         lines
     }
 
-    /// Serves until `shutdown` resolves, then cancels running dumps (releasing their targets
-    /// and removing partial uploads) and closes the connections.
+    /// Starts the collection rules and serves until `shutdown` resolves, then stops the rules
+    /// and cancels running dumps (releasing their targets and removing partial uploads) and
+    /// closes the connections.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let router = app(self.state.clone());
+        self.state.rules.start(&self.state);
         let mut handles = Vec::new();
         let mut servers = tokio::task::JoinSet::new();
         for bound in self.bound {
@@ -341,13 +364,16 @@ impl Server {
             () = shutdown => None,
             Some(result) = servers.join_next() => Some(result),
         };
+        self.state.rules.stop();
         let cancelled = self.state.operations.cancel_all();
         tracing::info!(cancelled, "shutting down");
         for handle in &handles {
             handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
         }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        while self.state.operations.running() > 0 && Instant::now() < deadline {
+        while (self.state.operations.running() > 0 || self.state.rules.running_threads() > 0)
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         while servers.join_next().await.is_some() {}
@@ -380,9 +406,16 @@ pub async fn shutdown_signal() {
 
 /// `snapdump serve`: binds, prints the announcement on stdout, serves until SIGINT or SIGTERM.
 pub fn run_blocking(settings: Settings) -> Result<(), ServeError> {
+    // A collection rule's watcher waits for SIGCHLD (its tracee stopped) in its own thread;
+    // with SIGCHLD blocked everywhere else no other thread takes it first. (Threads inherit
+    // the mask; child processes start with a clean one.)
+    let _ = snapdump::sys::watch::block_sigchld();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("snapdump-serve")
+        .on_thread_start(|| {
+            let _ = snapdump::sys::watch::block_sigchld();
+        })
         .build()?;
     let result = runtime.block_on(async {
         let server = Server::bind(settings).await?;

@@ -28,6 +28,8 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "/operations/{id}",
         "/operations/00000000-0000-0000-0000-000000000000",
     ),
+    ("get", "/collectionrules", "/collectionrules"),
+    ("get", "/collectionrules/{name}", "/collectionrules/none"),
     ("get", "/info", "/info"),
     ("get", "/metrics", "/metrics"),
     ("get", "/openapi.json", "/openapi.json"),
@@ -109,8 +111,15 @@ async fn every_route_is_served_and_documented() {
             reply.status
         );
         if reply.status == StatusCode::NOT_FOUND {
-            // Only the operation routes may say 404, and only about the operation.
-            assert_eq!(reply.json()["code"], "no_such_operation", "{verb} {path}");
+            // Only the operation and rule routes may say 404, and only about those.
+            let code = reply.json()["code"].clone();
+            assert!(
+                code == "no_such_operation" || code == "no_such_collection_rule",
+                "{verb} {path}: {code}"
+            );
+        }
+        if reply.status.is_success() || reply.status.is_client_error() {
+            assert_documented(&doc, documented, verb, &reply);
         }
     }
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
@@ -154,6 +163,8 @@ async fn processes_list_the_target() {
     assert_eq!(entry["name"], "snapdump-test-t");
     assert_eq!(entry["exeName"], "snapdump-test-target");
     assert_eq!(entry["dumpable"], true);
+    // Not .NET: no runtime instance cookie.
+    assert_eq!(entry["uid"], serde_json::Value::Null);
     let me = list
         .as_array()
         .unwrap()
@@ -194,7 +205,17 @@ async fn process_by_pid_or_name_and_its_errors() {
         ("pid=2147483646", "no_such_process"),
         ("name=no-such-process-anywhere", "no_process_named"),
         ("pid=1&name=x", "ambiguous_selector"),
-        ("uid=5", "unknown_parameter"),
+        ("uid=5", "bad_uid"),
+        ("uid=0011223-4455-6677-8899-aabbccddeeff", "bad_uid"),
+        (
+            "uid=00112233-4455-6677-8899-aabbccddeeff",
+            "no_such_process",
+        ),
+        (
+            "pid=1&uid=00112233-4455-6677-8899-aabbccddeeff",
+            "ambiguous_selector",
+        ),
+        ("bogus=1", "unknown_parameter"),
     ] {
         let reply = get(&app, &format!("/process?{query}"), &key).await;
         reply.assert_problem(StatusCode::BAD_REQUEST, code);
@@ -229,6 +250,15 @@ async fn dump_input_errors_are_400_problems() {
         ),
         (format!("pid={pid}&tags=caf%C3%A9"), "bad_tags"),
         (format!("pid={pid}&bogus=1"), "unknown_parameter"),
+        ("uid=not-a-guid".to_owned(), "bad_uid"),
+        (
+            "uid=%7B00112233-4455-6677-8899-AABBCCDDEEFF%7D".to_owned(),
+            "no_such_process",
+        ),
+        (
+            "name=x&uid=00112233-4455-6677-8899-aabbccddeeff".to_owned(),
+            "ambiguous_selector",
+        ),
         (format!("pid={me}"), "self_dump"),
         (String::new(), "no_default_process"),
     ] {
@@ -508,4 +538,54 @@ async fn egress_to_a_folder_gives_202_then_the_file() {
         info.json()["egressProviders"],
         serde_json::json!([{"name": "local", "type": "file"}])
     );
+}
+
+#[tokio::test]
+async fn collection_rules_are_listed_and_documented() {
+    use snapdump_server::config::Config;
+    use snapdump_server::rules::Rule;
+    let config = Config::parse(
+        r#"
+        [collection_rules.hourly]
+        process = { name = "no-such-process-anywhere" }
+        triggers = { every = "1h" }
+        type = "Mini"
+        egress = "local"
+        "#,
+        std::path::Path::new("test.toml"),
+    )
+    .unwrap();
+    let rule = Rule::new("hourly", &config.collection_rules["hourly"], |n| {
+        n == "local"
+    })
+    .unwrap();
+    let (state, key) = state_with_key(1, vec![]);
+    let app = router(&state.with_rules(vec![rule]));
+    let doc = get(&app, "/openapi.json", &key).await.json();
+
+    let list = get(&app, "/collectionrules", &key).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_documented(&doc, "/collectionrules", "get", &list);
+    let rules = list.json();
+    assert_eq!(rules.as_array().unwrap().len(), 1);
+    let one = get(&app, "/collectionrules/hourly", &key).await;
+    assert_documented(&doc, "/collectionrules/{name}", "get", &one);
+    let one = one.json();
+    assert_eq!(one, rules[0]);
+    // Not started (only `Server::run` starts rules).
+    assert_eq!(one["state"], "Running");
+    assert_eq!(one["triggers"], "every 3600 s");
+    assert_eq!(one["type"], "Mini");
+    assert_eq!(one["egressProviderName"], "local");
+    assert_eq!(
+        (one["dumpLimit"].as_u64(), one["dumpsTaken"].as_u64()),
+        (Some(1), Some(0))
+    );
+
+    let missing = get(&app, "/collectionrules/daily", &key).await;
+    missing.assert_problem(StatusCode::NOT_FOUND, "no_such_collection_rule");
+    assert_documented(&doc, "/collectionrules/{name}", "get", &missing);
+    let bad = get(&app, "/collectionrules?name=x", &key).await;
+    bad.assert_problem(StatusCode::BAD_REQUEST, "unknown_parameter");
+    assert_documented(&doc, "/collectionrules", "get", &bad);
 }

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use common::{assert_elf_core, gdb_sees_threads, sha256_hex};
 use reqwest::StatusCode;
 use serde_json::Value;
+use snapdump::snapshot::guard::GuardianCommand;
 use snapdump_server::config::{Config, TlsConfig};
 use snapdump_server::server::{Server, Settings};
-use snapdump_test_support::{Target, assert_running_untraced};
+use snapdump_test_support::{Target, assert_running_untraced, children_of};
 
 /// A server running in this process until dropped or stopped.
 struct Running {
@@ -300,12 +301,281 @@ async fn settings_that_cannot_work_are_refused() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Collection rules
+// ---------------------------------------------------------------------------------------------
+
+/// A server whose config has a `file://` egress `local` into `egress` and these rule tables.
+async fn server_with_rules(egress: &Path, rules: &str) -> Running {
+    let text = format!(
+        "[egress.local]\nurl = \"file://{}\"\n{rules}",
+        egress.display()
+    );
+    let mut settings = loopback("http");
+    settings.config = Config::parse(&text, Path::new("rules.toml")).unwrap();
+    Running::start(settings).await
+}
+
+async fn json_of(client: &reqwest::Client, server: &Running, path: &str) -> Value {
+    let reply = get(client, &server.url(path), Some(server.key())).await;
+    assert_eq!(reply.status(), StatusCode::OK, "{path}");
+    reply.json().await.unwrap()
+}
+
+/// Polls `/collectionrules/{name}` until `done` says so (10 s at most).
+async fn wait_rule(
+    client: &reqwest::Client,
+    server: &Running,
+    name: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rule = json_of(client, server, &format!("/collectionrules/{name}")).await;
+        if done(&rule) {
+            return rule;
+        }
+        assert!(Instant::now() < deadline, "rule {name} is still: {rule}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The one operation tagged `rule:NAME`: succeeded, its file in `egress` an ELF core with the
+/// size and digest the operation gives. Returns the operation and the file.
+async fn assert_rule_dump_stored(
+    client: &reqwest::Client,
+    server: &Running,
+    name: &str,
+    trigger: &str,
+    pid: i32,
+    egress: &Path,
+) -> (Value, PathBuf) {
+    let doc = json_of(client, server, "/openapi.json").await;
+    let ops = json_of(client, server, &format!("/operations?tags=rule:{name}")).await;
+    let ops = ops.as_array().unwrap();
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    let op = &ops[0];
+    common::validate(&doc, &doc["components"]["schemas"]["Operation"], op, "op").unwrap();
+    assert_eq!(op["status"], "Succeeded", "{op}");
+    assert_eq!(op["process"]["pid"], pid);
+    assert_eq!(op["egressProviderName"], "local");
+    assert_eq!(op["type"], "Mini");
+    let tags: Vec<&str> = op["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(tags.contains(&format!("rule:{name}").as_str()), "{tags:?}");
+    assert!(
+        tags.contains(&format!("trigger:{trigger}").as_str()),
+        "{tags:?}"
+    );
+    let file = PathBuf::from(op["resourceLocation"].as_str().unwrap());
+    assert!(file.starts_with(egress), "{}", file.display());
+    let bytes = std::fs::read(&file).unwrap();
+    assert_elf_core(&bytes);
+    assert_eq!(op["resourceBytes"], bytes.len());
+    assert_eq!(op["resourceSha256"], sha256_hex(&bytes));
+    (op.clone(), file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_rule_dumps_to_its_egress_and_stops_with_the_server() {
+    let target = Target::spawn(&[]);
+    let pid = target.pid();
+    let egress = tempfile::tempdir().unwrap();
+    let rules = format!(
+        r#"
+        [collection_rules.timer]
+        process = {{ pid = {pid} }}
+        triggers = {{ every = "1h" }}
+        type = "Mini"
+        egress = "local"
+        tags = ["e2e"]
+
+        [collection_rules.waiting]
+        process = {{ name = "snapdump-no-such-process" }}
+        triggers = {{ cpu_above = 50 }}
+        egress = "local"
+        "#
+    );
+    let server = server_with_rules(egress.path(), &rules).await;
+    let client = client();
+
+    // No trigger but the timer: a dump at once, and with count 1 the rule is done.
+    let rule = wait_rule(&client, &server, "timer", |r| r["state"] != "Running").await;
+    assert_eq!(rule["state"], "Finished", "{rule}");
+    assert_eq!(rule["dumpsTaken"], 1, "{rule}");
+    assert_eq!(rule["dumpsStored"], 1, "{rule}");
+    assert_eq!(rule["lastError"], Value::Null, "{rule}");
+    assert_eq!(rule["stateReason"], "1 of 1 dumps taken");
+    let (op, core) =
+        assert_rule_dump_stored(&client, &server, "timer", "timer", pid, egress.path()).await;
+    assert_eq!(rule["lastOperationId"], op["operationId"]);
+    gdb_sees_threads(&target.exe_path(), &core, &target.ready().tids);
+    assert!(op["tags"].as_array().unwrap().contains(&"e2e".into()));
+    assert_running_untraced(pid);
+
+    let waiting = wait_rule(&client, &server, "waiting", |r| {
+        r["stateReason"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("waiting for a process named"))
+    })
+    .await;
+    assert_eq!(waiting["state"], "Running");
+    assert_eq!(waiting["triggers"], "cpu >= 50%");
+    let doc = json_of(&client, &server, "/openapi.json").await;
+    let list = json_of(&client, &server, "/collectionrules").await;
+    let names: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["name"])
+        .collect();
+    assert_eq!(names, ["timer", "waiting"]);
+    let schema = &doc["paths"]["/collectionrules"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"];
+    common::validate(&doc, schema, &list, "rules").unwrap();
+
+    let metrics = get(&client, &server.url("/metrics"), Some(server.key()))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("snapdump_collection_rule_dumps_total{rule=\"timer\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("snapdump_dumps_total{status=\"succeeded\"} 1\n"),
+        "{metrics}"
+    );
+
+    // The waiting rule's thread stops at once with the server.
+    let stopping = Instant::now();
+    server.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    assert_running_untraced(pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_rule_dumps_then_delivers_the_signal() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let mut target = Target::spawn(&[]);
+    let pid = target.pid();
+    target.command_expect("handle-usr1", "handling usr1");
+    let egress = tempfile::tempdir().unwrap();
+    let rules = format!(
+        r#"
+        [collection_rules.usr1]
+        process = {{ pid = {pid} }}
+        triggers = {{ signal = ["SIGUSR1"] }}
+        type = "Mini"
+        egress = "local"
+        "#
+    );
+    let server = server_with_rules(egress.path(), &rules).await;
+    let client = client();
+    let rule = wait_rule(&client, &server, "usr1", |r| {
+        r["stateReason"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(", traced"))
+    })
+    .await;
+    assert_eq!(rule["process"]["pid"], pid, "{rule}");
+    assert_eq!(rule["triggers"], "signal SIGUSR1");
+    assert_eq!(target.command("usr1"), "usr1 0");
+
+    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+    let rule = wait_rule(&client, &server, "usr1", |r| r["state"] != "Running").await;
+    assert_eq!(rule["state"], "Finished", "{rule}");
+    assert_eq!(
+        (rule["dumpsTaken"].as_u64(), rule["dumpsStored"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let (_, core) =
+        assert_rule_dump_stored(&client, &server, "usr1", "signal", pid, egress.path()).await;
+    let gdb = snapdump_test_support::tools::gdb(&target.exe_path(), &core, &["info threads"]);
+    assert!(
+        gdb.contains("Program terminated with signal SIGUSR1"),
+        "{gdb}"
+    );
+
+    // The signal was delivered after the dump, once; the target runs on, untraced.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let line = target.command("usr1");
+        if line == "usr1 1" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{line}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_running_untraced(pid);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rules_that_cannot_work_are_refused_at_start() {
+    use snapdump_server::server::ServeError;
+    let egress = tempfile::tempdir().unwrap();
+    for (rule, expected) in [
+        (
+            r#"process = { pid = 1 }
+               triggers = { cpu_above = 90 }
+               egress = "nowhere""#,
+            "collection rule \"bad\": no egress provider named \"nowhere\"",
+        ),
+        (
+            r#"process = { pid = 1 }
+               triggers = { signal = ["SIGNOPE"] }
+               egress = "local""#,
+            "collection rule \"bad\": triggers.signal",
+        ),
+        (
+            r#"process = { pid = 1 }
+               egress = "local""#,
+            "collection rule \"bad\": no triggers",
+        ),
+    ] {
+        let text = format!(
+            "[egress.local]\nurl = \"file://{}\"\n[collection_rules.bad]\n{rule}",
+            egress.path().display()
+        );
+        let mut settings = loopback("http");
+        settings.config = Config::parse(&text, Path::new("rules.toml")).unwrap();
+        match Server::bind(settings).await {
+            Err(e @ ServeError::Rule(_)) => {
+                assert!(e.to_string().starts_with(expected), "{e}")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("accepted: {rule}"),
+        }
+    }
+    // An unknown key in a rule is the TOML parser's error.
+    let err = Config::parse(
+        "[collection_rules.x]\nprocess = { pid = 1 }\negress = \"local\"\ncpu = 5",
+        Path::new("rules.toml"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("cpu"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // A server in a child process, for the stall hook
 // ---------------------------------------------------------------------------------------------
 
 const CHILD: &str = "SNAPDUMP_SERVER_TEST_CHILD";
 const CHILD_KEY_HASH: &str = "SNAPDUMP_SERVER_TEST_KEY_HASH";
 const CHILD_EGRESS: &str = "SNAPDUMP_SERVER_TEST_EGRESS";
+/// Set: the child server runs this test binary as its snapshot guardian
+/// ([`snapshot_guard_helper`]), as `snapdump serve` runs `snapdump __snapshot-guard`.
+const CHILD_GUARDIAN: &str = "SNAPDUMP_SERVER_TEST_GUARDIAN";
 
 /// Not a test of its own: the body of the child server (does nothing without `CHILD` set).
 /// Serves until SIGTERM/SIGINT or until its stdin closes (the parent test went away).
@@ -320,10 +590,17 @@ fn child_server_helper() {
         .ok()
         .map(|url| vec![("local".to_owned(), url)])
         .unwrap_or_default();
+    let snapshot_guardian = std::env::var_os(CHILD_GUARDIAN).map(|_| GuardianCommand {
+        program: std::env::current_exe().unwrap(),
+        args: ["--exact", "snapshot_guard_helper", "--test-threads=1"]
+            .map(String::from)
+            .to_vec(),
+    });
     let settings = Settings {
         urls: vec!["http://127.0.0.1:0".into()],
         config,
         egress,
+        snapshot_guardian,
         ..Settings::default()
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -347,6 +624,17 @@ fn child_server_helper() {
             .unwrap();
         println!("STOPPED");
     });
+}
+
+/// Not a test of its own: the snapshot guardian of a child server started with
+/// `CHILD_GUARDIAN` (it inherits the variable); reads its instructions on stdin.
+#[test]
+fn snapshot_guard_helper() {
+    if std::env::var_os(CHILD_GUARDIAN).is_none() {
+        return;
+    }
+    let outcome = snapdump::snapshot::guard::serve(std::io::stdin());
+    eprintln!("guardian: {outcome}");
 }
 
 /// The child server: its URL, a key, and its stderr lines.
@@ -650,4 +938,43 @@ async fn sigterm_cancels_running_dumps_and_stops_gracefully() {
     assert!(status.success(), "{status}:\n{}", server.stderr_so_far());
     assert_eq!(files_in(egress.path()), Vec::<PathBuf>::new());
     assert_running_untraced(target.pid());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_leaves_no_snapshot_clone_in_the_target() {
+    let target = Target::spawn(&[]);
+    let pid = target.pid();
+    let egress = tempfile::tempdir().unwrap();
+    let mut server = ChildServer::spawn(&[
+        (snapdump::fault::STALL_AT, "writing".to_owned()),
+        (CHILD_EGRESS, format!("file://{}", egress.path().display())),
+        (CHILD_GUARDIAN, "1".to_owned()),
+    ]);
+    let reply = get(
+        &client(),
+        &server.url(&format!(
+            "/dump?pid={pid}&type=WithHeap&egressProvider=local"
+        )),
+        Some(&server.key),
+    )
+    .await;
+    assert_eq!(reply.status(), StatusCode::ACCEPTED);
+    server.wait_stalled("writing");
+    // Heap dumps are written from a snapshot: its clone is a child of the target now.
+    assert_eq!(children_of(pid).len(), 1, "no snapshot clone");
+
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    // The kernel killed the clone with its tracer; the guardian reaps its zombie.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !children_of(pid).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the clone's zombie stays in the target: {:?}\n{}",
+            children_of(pid),
+            server.stderr_so_far()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_running_untraced(pid);
 }
