@@ -5,6 +5,8 @@
 #
 # The server runs in its own pid namespace, so the pids schemathesis makes up can only name
 # processes inside it: the server (pid 1, refused as itself) and one `sleep` (pid 2, dumped).
+# A collection rule dumps the `sleep` once at start, so /collectionrules and /operations show a
+# real rule and its operation.
 #
 #   SNAPDUMP_BIN       the snapdump binary (default: cargo build -p snapdump-cli)
 #   SNAPDUMP_SERVER_TOOLS   where the schemathesis venv lives (as ci-setup.sh)
@@ -45,9 +47,11 @@ trap cleanup EXIT
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
 mkdir "$work/egress"
+printf '%s\n' '[collection_rules.sleep-once]' 'process = { pid = 2 }' \
+  'triggers = { every = "1h" }' 'type = "Mini"' 'egress = "local"' >"$work/config.toml"
 unshare --pid --fork --mount-proc --kill-child=SIGTERM \
-  sh -c 'sleep 600 & exec "$0" serve --urls "$1" --temp-apikey --egress "local=file://$2"' \
-  "$bin" "$base" "$work/egress" >"$work/out" 2>"$work/err" &
+  sh -c 'sleep 600 & exec "$0" serve --urls "$1" --temp-apikey --egress "local=file://$2" --config "$3"' \
+  "$bin" "$base" "$work/egress" "$work/config.toml" >"$work/out" 2>"$work/err" &
 server_pid=$!
 
 key=""
