@@ -4,10 +4,13 @@
 //! NT_PRPSINFO), so each thread's FP notes follow its own PRSTATUS and the process notes sit
 //! between the first thread's PRSTATUS and its FP notes, exactly where the kernel puts them.
 
+mod xsave;
+
 use std::os::unix::ffi::OsStrExt;
 
 use crate::capture::{Capture, DumpReason, Thread, reg};
 use crate::process::procfs::Backing;
+use crate::sys;
 
 pub const NT_PRSTATUS: u32 = 1;
 pub const NT_PRFPREG: u32 = 2;
@@ -213,7 +216,9 @@ pub fn build_notes(capture: &Capture) -> Vec<u8> {
             notes.note(b"CORE", NT_PRFPREG, fp);
         }
         if let Some(xstate) = &thread.xstate {
-            notes.note(b"LINUX", NT_X86_XSTATE, xstate);
+            // The kernel's bytes, each component moved to where gdb looks for it.
+            let xstate = xsave::for_gdb(xstate, sys::xsave_components());
+            notes.note(b"LINUX", NT_X86_XSTATE, &xstate);
         }
     }
     notes.bytes

@@ -83,6 +83,55 @@ pub fn get_regset(tid: Pid, note_type: u32, max_len: usize) -> nix::Result<Vec<u
     Ok(buf)
 }
 
+/// Where one XSAVE state component sits in this CPU's *standard* (non-compacted) XSAVE format,
+/// the format `PTRACE_GETREGSET(NT_X86_XSTATE)` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XsaveComponent {
+    pub offset: usize,
+    pub size: usize,
+}
+
+/// CPUID leaf 0xD, sub-leaf `n` for every XCR0 bit `n`: each user state component's offset and
+/// size in the standard format (`None` for supervisor or unknown components). Read once. The
+/// offsets differ between CPUs: with MPX (Intel) the AVX-512 state starts at 1088, without it
+/// (AMD Zen 4) at 832.
+pub fn xsave_components() -> &'static [Option<XsaveComponent>; 64] {
+    static TABLE: std::sync::OnceLock<[Option<XsaveComponent>; 64]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(read_xsave_components)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)] // `__cpuid` is an `unsafe fn` before Rust 1.87 (our MSRV is 1.85)
+fn read_xsave_components() -> [Option<XsaveComponent>; 64] {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    let mut table = [None; 64];
+    // SAFETY: CPUID exists on every x86_64 CPU and only reads identification registers; leaf 0
+    // gives the highest leaf, so leaf 0xD is only asked for where it exists.
+    if unsafe { __cpuid(0) }.eax < 0xd {
+        return table;
+    }
+    // The first two components (x87, SSE) live in the fixed legacy area, not in a sub-leaf.
+    for (n, slot) in table.iter_mut().enumerate().skip(2) {
+        // SAFETY: as above; leaf 0xD exists (checked), and a sub-leaf for a component the CPU
+        // does not have just reads as zeros.
+        let r = unsafe { __cpuid_count(0xd, n as u32) };
+        // EAX: size, EBX: offset in the standard format, ECX bit 0: supervisor component
+        // (never in the user area, its EBX is 0).
+        if r.eax != 0 && r.ecx & 1 == 0 {
+            *slot = Some(XsaveComponent {
+                offset: r.ebx as usize,
+                size: r.eax as usize,
+            });
+        }
+    }
+    table
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn read_xsave_components() -> [Option<XsaveComponent>; 64] {
+    [None; 64]
+}
+
 /// `PTRACE_SETREGSET`: write one register set back (used to restore a borrowed thread).
 pub fn set_regset(tid: Pid, note_type: u32, data: &[u8]) -> nix::Result<()> {
     let mut copy = data.to_vec();
