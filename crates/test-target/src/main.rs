@@ -54,9 +54,13 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 const USAGE: &str =
     "usage: snapdump-test-target [--seed N] [--sparse-reserve-mb R --sparse-touch-pct P] \
-[--touch-mb M] [--no-core] [--heartbeat]
+[--touch-mb M] [--no-core] [--heartbeat] [--exec-every-ms N]
 commands on stdin: ping | wake <text> | status | spawn N | grow MB | fds N | maxgap | crash | exit
-  | handle-usr1 | usr1
+  | handle-usr1 | usr1 | exec [main]
+exec: answers `execing from <thread>`, then a new thread (or, with `main`, the main thread) calls
+execve on /proc/self/exe with the same arguments and seed; the new image prints
+`EXECED execs=<n>` and a fresh READY line (same pid, same stdin and stdout)
+--exec-every-ms N: thread sd-execer execs the program again N ms after each READY, forever
 handle-usr1: count SIGUSR1s instead of dying of them (thread sd-signals); `usr1` answers
 `usr1 <count>`
 --heartbeat: thread sd-heartbeat ticks every 1 ms; `maxgap` answers `maxgap <us>` (the longest
@@ -201,6 +205,9 @@ struct Opts {
     touch_mb: Option<usize>,
     no_core: bool,
     heartbeat: bool,
+    exec_every_ms: Option<u64>,
+    /// How many times this process has exec'd itself to get here (`--execs`, internal).
+    execs: u64,
 }
 
 fn usage_error(msg: &str) -> ! {
@@ -224,6 +231,8 @@ fn parse_args() -> Opts {
             "--touch-mb" => o.touch_mb = Some(value(&a, args.next())),
             "--no-core" => o.no_core = true,
             "--heartbeat" => o.heartbeat = true,
+            "--exec-every-ms" => o.exec_every_ms = Some(value(&a, args.next())),
+            "--execs" => o.execs = value(&a, args.next()),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -309,10 +318,14 @@ struct State {
     grown: Vec<Vec<u8>>,
     fds: Vec<File>,
     heartbeat: bool,
+    execs: u64,
 }
 
 fn main() {
     let opts = parse_args();
+    if opts.execs > 0 {
+        say(&format!("EXECED execs={}", opts.execs));
+    }
     if opts.no_core {
         disable_core_dumps();
     }
@@ -376,7 +389,8 @@ fn main() {
     // Threads.
     let (tid_tx, tid_rx) = channel::<i32>();
 
-    let (pipe_r, pipe_w) = nix::unistd::pipe().unwrap_or_else(|e| {
+    // Close-on-exec, so an image that execs itself does not pass the old pipe on.
+    let (pipe_r, pipe_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap_or_else(|e| {
         eprintln!("snapdump-test-target: pipe: {e}");
         std::process::exit(1)
     });
@@ -415,6 +429,17 @@ fn main() {
         SNAPDUMP_SPIN_COUNT.load(Ordering::Relaxed) != spins_before
     });
 
+    // Started after the threads above blocked, so it execs a fully started image; it prints
+    // nothing before READY is out (it sleeps first).
+    if let Some(ms) = opts.exec_every_ms {
+        let execs = opts.execs;
+        spawn_named("sd-execer", &tid_tx, move || {
+            std::thread::sleep(Duration::from_millis(ms));
+            say(&exec_self(seed, execs));
+        });
+        recv_tid(&tid_rx);
+    }
+
     say(&format!(
         "READY pid={} seed={seed} global_addr={:#x} heap_addr={heap_addr:#x} heap_len={HEAP_LEN} \
          secret_addr={secret_addr:#x} secret_len={SECRET_LEN} tids={reader_tid},{sleeper_tid},\
@@ -435,6 +460,7 @@ fn main() {
         grown: Vec::new(),
         fds: Vec::new(),
         heartbeat: opts.heartbeat,
+        execs: opts.execs,
     };
 
     let stdin = std::io::stdin();
@@ -520,6 +546,25 @@ fn command(
         "maxgap" => "error: maxgap needs --heartbeat".to_string(),
         "handle-usr1" => handle_usr1(),
         "usr1" => format!("usr1 {}", SNAPDUMP_USR1_COUNT.load(Ordering::SeqCst)),
+        "exec" if arg.is_empty() => {
+            let (seed, execs) = (st.seed, st.execs);
+            let spawned = std::thread::Builder::new()
+                .name("sd-execer".to_string())
+                .spawn(move || {
+                    say("execing from sd-execer");
+                    say(&exec_self(seed, execs));
+                });
+            match spawned {
+                // The new image answers (EXECED, READY).
+                Ok(_) => return None,
+                Err(e) => format!("error: cannot spawn sd-execer: {e}"),
+            }
+        }
+        "exec" if arg == "main" => {
+            say("execing from main");
+            exec_self(st.seed, st.execs)
+        }
+        "exec" => format!("error: exec takes no argument or `main`, not {arg:?}"),
         "crash" => {
             say("crashing");
             std::process::abort();
@@ -532,6 +577,38 @@ fn command(
         other => format!("error: unknown command {other:?}"),
     };
     Some(answer)
+}
+
+/// Replace this process with a new image of the same program (`/proc/self/exe`), with the same
+/// arguments and seed and one more exec counted. It returns only if execve failed: the error.
+/// Whatever was read from stdin and not yet handled is lost; the test waits for the new READY
+/// before it sends more.
+fn exec_self(seed: u64, execs: u64) -> String {
+    use std::ffi::CString;
+    let mut argv = Vec::new();
+    let mut args = std::env::args();
+    argv.extend(args.next());
+    while let Some(a) = args.next() {
+        if a == "--seed" || a == "--execs" {
+            args.next();
+        } else {
+            argv.push(a);
+        }
+    }
+    argv.extend([
+        "--seed".to_string(),
+        seed.to_string(),
+        "--execs".to_string(),
+        (execs + 1).to_string(),
+    ]);
+    let argv: Vec<CString> = match argv.into_iter().map(CString::new).collect() {
+        Ok(argv) => argv,
+        Err(e) => return format!("error: argument with a NUL byte: {e}"),
+    };
+    match nix::unistd::execv(c"/proc/self/exe", &argv) {
+        Err(e) => format!("error: execv /proc/self/exe: {e}"),
+        Ok(never) => match never {},
+    }
 }
 
 /// `handle-usr1`: SIGUSR1 no longer kills the process; thread `sd-signals` counts them in
