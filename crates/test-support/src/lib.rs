@@ -7,7 +7,7 @@
 //! * [`Target`]: spawns `snapdump-test-target`, waits for its READY line and drives it over
 //!   stdin/stdout; killed and reaped on drop.
 //! * `/proc` helpers: [`proc_state`], [`tracer_pid`], [`thread_states`], [`children_of`],
-//!   [`assert_running_untraced`], [`parse_stat`].
+//!   [`zombies_of`], [`assert_running_untraced`], [`parse_stat`].
 //! * [`find_subsequence`]: fast byte search for dump files.
 //! * [`tools`]: gdb, lldb and minidump-stackwalk in batch mode.
 
@@ -197,6 +197,39 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     }
     out.sort_unstable();
     out.dedup();
+    out
+}
+
+/// Zombie processes whose parent is `parent` (state `Z`, ppid `parent` in `/proc/*/stat`),
+/// sorted. [`children_of`] covers live children; this also catches a zombie of a thread that
+/// has since exited or exec'd.
+pub fn zombies_of(parent: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(text) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = text.rfind(')') else {
+            continue;
+        };
+        let mut fields = text[close + 1..].split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<i32>().ok());
+        if state == Some("Z") && ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
     out
 }
 

@@ -119,7 +119,23 @@ pub fn run_stalled(bin: &Path, args: &[&str], phase: &str, meanwhile: impl FnOnc
     }
     meanwhile();
     std::fs::write(&release, b"").expect("create the release file");
-    let status = dumper.wait().expect("wait for the dumper");
+    // A dumper that hangs after the release is a failure, not a test that never ends.
+    let deadline = Instant::now() + READER_TIMEOUT;
+    let status = loop {
+        if let Some(status) = dumper.try_wait().expect("wait for the dumper") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = dumper.kill();
+            let _ = dumper.wait();
+            said.extend(rx.try_iter());
+            panic!(
+                "{} did not finish within {READER_TIMEOUT:?} of the release from {phase}: {said:?}",
+                bin.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let mut stdout = Vec::new();
     dumper
         .stdout
