@@ -123,7 +123,21 @@ pub fn check_dumpable(pid: i32) -> Result<(Stat, Status)> {
     if pid == std::process::id() as i32 {
         return Err(Error::SelfDump { pid });
     }
-    let stat = read_stat(pid)?;
+    let mut stat = read_stat(pid)?;
+    // A leader that is a zombie while other threads remain is most likely an exec under way:
+    // another thread killed it and is about to take over its pid. Give that a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while stat.state == b'Z' && std::time::Instant::now() < deadline {
+        let exec = session::exec_under_way(pid);
+        if exec {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // Read again either way: the exec may have completed since the first read.
+        stat = read_stat(pid)?;
+        if !exec {
+            break;
+        }
+    }
     if stat.flags & PF_KTHREAD != 0 {
         return Err(Error::KernelThread { pid });
     }

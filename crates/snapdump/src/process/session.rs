@@ -45,9 +45,22 @@ fn is_stop_signal(sig: Signal) -> bool {
 }
 
 impl StoppedProcess {
-    /// Stop every thread of `pid`. `options` are set on every seized thread.
+    /// Stop every thread of `pid`. `options` are set on every seized thread, with
+    /// `PTRACE_O_TRACEEXEC` added.
+    ///
+    /// # A target that calls execve meanwhile
+    /// An exec kills every other thread and then waits in the kernel until they are gone, and
+    /// a traced thread is gone only once its tracer (this thread) has reaped it. So the seized
+    /// threads are polled together, and the ones already stopped are polled for their death
+    /// too; a blocking wait for one thread — the exec'ing one, or the leader it replaces —
+    /// would wait for the exec, and the exec for us. A seized thread that execs reports
+    /// `PTRACE_EVENT_EXEC` under the process id (it takes over the leader's): the old image is
+    /// gone, so that thread is let go and the stop starts over on the new image. An exec by a
+    /// thread not seized yet shows as the leader ceasing to be our tracee; the new image is
+    /// seized in the next round. Either way the dump is of the new image.
     pub fn stop(pid: i32, options: Options, cancel: &Cancel) -> Result<StoppedProcess> {
         let start = Instant::now();
+        let options = options | Options::PTRACE_O_TRACEEXEC;
         let mut stopped = StoppedProcess {
             pid,
             threads: Vec::new(),
@@ -55,60 +68,128 @@ impl StoppedProcess {
             options,
             stop_duration: Duration::ZERO,
         };
-        // A thread list that stays the same twice running means nobody is left to create more.
-        for round in 0.. {
+        // Seized and interrupted, not yet stopped.
+        let mut pending: Vec<i32> = Vec::new();
+        // An error to return once the threads seized so far are stopped (so they can be
+        // detached: a running tracee cannot be).
+        let mut failure: Option<Error> = None;
+        let mut rounds = 0;
+        let mut idle = 0u32;
+        let mut leader_retries = 0;
+        loop {
+            let mut changed = false;
+            let mut exec_pending = false;
+            if pending.is_empty() {
+                if let Some(error) = failure.take() {
+                    return Err(error);
+                }
+                cancel.check()?;
+                // A thread list that stays the same twice running means nobody is left to
+                // create more.
+                let tids = super::task_ids(pid)?;
+                let new: Vec<i32> = tids
+                    .into_iter()
+                    .filter(|tid| !stopped.threads.iter().any(|t| t.tid == *tid))
+                    .collect();
+                // The leader is a zombie while other threads die: an exec by one of them is
+                // under way (it cannot be seized, EPERM). Look again once it is done.
+                exec_pending = new.contains(&pid) && idle <= 200 && exec_under_way(pid);
+                if !new.is_empty() && !exec_pending {
+                    changed = true;
+                    rounds += 1;
+                    if rounds > 1000 {
+                        return Err(Error::Ptrace {
+                            operation: "stopping (threads keep appearing)",
+                            tid: pid,
+                            errno: Errno::EAGAIN,
+                        });
+                    }
+                    for tid in new {
+                        match sys::seize(Pid::from_raw(tid), options) {
+                            Ok(()) => pending.push(tid),
+                            // Exited between the listing and the seize.
+                            Err(Errno::ESRCH) => continue,
+                            // A zombie cannot be seized: a thread that exited (an exec by
+                            // another thread kills them all) but is still listed, or a leader
+                            // killed by such an exec. The next listing tells.
+                            Err(Errno::EPERM) if tid != pid && thread_exited(pid, tid) => continue,
+                            // Or the exec completed just now: try again, a few times.
+                            Err(Errno::EPERM) if tid == pid && exec_under_way(pid) => break,
+                            Err(Errno::EPERM) if tid == pid && leader_retries < 3 => {
+                                leader_retries += 1;
+                                std::thread::sleep(Duration::from_millis(1));
+                                break;
+                            }
+                            Err(Errno::EPERM) if stopped.threads.is_empty() => {
+                                failure = Some(super::seize_refused(pid));
+                                break;
+                            }
+                            Err(errno) => {
+                                failure = Some(Error::Ptrace {
+                                    operation: "PTRACE_SEIZE",
+                                    tid,
+                                    errno,
+                                });
+                                break;
+                            }
+                        }
+                    }
+                    if rounds == 1 && failure.is_none() {
+                        failure = crate::fault::stall_point("seized", cancel).err();
+                    }
+                    pending.retain(|&tid| match sys::interrupt(Pid::from_raw(tid)) {
+                        Ok(()) | Err(Errno::ESRCH) => true,
+                        Err(errno) => {
+                            let _ = sys::detach(Pid::from_raw(tid), None);
+                            failure.get_or_insert(Error::Ptrace {
+                                operation: "PTRACE_INTERRUPT",
+                                tid,
+                                errno,
+                            });
+                            false
+                        }
+                    });
+                }
+            }
+            match poll_all(&mut stopped.threads, &mut pending)? {
+                Polled::Nothing => {}
+                Polled::Changed => changed = true,
+                Polled::Execed => {
+                    // Every thread of the old image is gone; the one that exec'd (now `pid`)
+                    // sits in its exec stop. Let it go and start over.
+                    tracing::debug!(pid, "the target called execve while being stopped");
+                    match sys::detach(Pid::from_raw(pid), None) {
+                        Ok(()) | Err(Errno::ESRCH) => {}
+                        Err(errno) => tracing::warn!(pid, %errno, "detach after exec failed"),
+                    }
+                    stopped.threads.clear();
+                    pending.clear();
+                    changed = true;
+                }
+            }
+            if changed {
+                idle = 0;
+                continue;
+            }
+            if pending.is_empty() && failure.is_none() && !exec_pending {
+                match leader_state(pid) {
+                    // Stopped by us (or gone: the checks below tell).
+                    Some(b't') | None => break,
+                    // The leader exited (pthread_exit) and the other threads live on: it will
+                    // never report a stop. (During an exec it is a zombie only until the other
+                    // threads are reaped, which counts as a change.)
+                    Some(b'Z') if idle > 200 => {
+                        stopped.forget_thread(pid);
+                        break;
+                    }
+                    // Mid-exec: the exec'ing thread took over the pid and stops soon.
+                    Some(_) if idle <= 200 && stopped.threads.iter().any(|t| t.tid == pid) => {}
+                    Some(_) => break,
+                }
+            }
             cancel.check()?;
-            let tids = super::task_ids(pid)?;
-            let new: Vec<i32> = tids
-                .into_iter()
-                .filter(|tid| !stopped.threads.iter().any(|t| t.tid == *tid))
-                .collect();
-            if new.is_empty() {
-                break;
-            }
-            if round > 1000 {
-                return Err(Error::Ptrace {
-                    operation: "stopping (threads keep appearing)",
-                    tid: pid,
-                    errno: Errno::EAGAIN,
-                });
-            }
-            let mut seized = Vec::with_capacity(new.len());
-            for tid in new {
-                match sys::seize(Pid::from_raw(tid), options) {
-                    Ok(()) => seized.push(tid),
-                    // Exited between the listing and the seize.
-                    Err(Errno::ESRCH) => continue,
-                    Err(Errno::EPERM) if stopped.threads.is_empty() => {
-                        return Err(super::seize_refused(pid));
-                    }
-                    Err(errno) => {
-                        return Err(Error::Ptrace {
-                            operation: "PTRACE_SEIZE",
-                            tid,
-                            errno,
-                        });
-                    }
-                }
-            }
-            for &tid in &seized {
-                match sys::interrupt(Pid::from_raw(tid)) {
-                    Ok(()) | Err(Errno::ESRCH) => {}
-                    Err(errno) => {
-                        let _ = sys::detach(Pid::from_raw(tid), None);
-                        return Err(Error::Ptrace {
-                            operation: "PTRACE_INTERRUPT",
-                            tid,
-                            errno,
-                        });
-                    }
-                }
-            }
-            for tid in seized {
-                if let Some(thread) = wait_for_stop(tid)? {
-                    stopped.threads.push(thread);
-                }
-            }
+            idle += 1;
+            back_off(idle);
         }
         if !stopped.threads.iter().any(|t| t.tid == pid) {
             return Err(Error::TargetExited { pid });
@@ -198,39 +279,132 @@ impl Drop for StoppedProcess {
     }
 }
 
-/// Wait until a seized and interrupted thread reports a stop. `None` when it exited instead.
-fn wait_for_stop(tid: i32) -> Result<Option<StoppedThread>> {
-    let pid = Pid::from_raw(tid);
-    loop {
-        let status = match sys::wait_thread(pid) {
-            Ok(status) => status,
-            Err(Errno::ECHILD) => return Ok(None),
-            Err(errno) => {
-                return Err(Error::Ptrace {
-                    operation: "waitpid",
-                    tid,
-                    errno,
-                });
+/// What polling the traced threads found.
+enum Polled {
+    Nothing,
+    /// A thread stopped or was found gone.
+    Changed,
+    /// A seized thread called execve: the process is a new image.
+    Execed,
+}
+
+/// What one poll of one traced thread found.
+enum Seen {
+    Running,
+    Stopped(StoppedThread),
+    Gone,
+    Execed,
+}
+
+/// Poll every pending thread (moving those that stopped into `held`) and every held one
+/// (dropping those that died). Never blocks.
+fn poll_all(held: &mut Vec<StoppedThread>, pending: &mut Vec<i32>) -> Result<Polled> {
+    let mut polled = Polled::Nothing;
+    let mut still = Vec::with_capacity(pending.len());
+    for &tid in pending.iter() {
+        match poll(tid)? {
+            Seen::Running => still.push(tid),
+            Seen::Stopped(thread) => {
+                held.push(thread);
+                polled = Polled::Changed;
             }
-        };
-        return Ok(match status {
-            WaitStatus::PtraceEvent(_, sig, event) if event == Event::PTRACE_EVENT_STOP as i32 => {
-                Some(StoppedThread {
-                    tid,
-                    pending_signal: None,
-                    group_stopped: is_stop_signal(sig),
-                })
+            Seen::Gone => polled = Polled::Changed,
+            Seen::Execed => return Ok(Polled::Execed),
+        }
+    }
+    *pending = still;
+    // A held thread reports nothing more unless it dies (killed, or by an exec that waits for
+    // us to reap it) or the process exec'd.
+    let mut index = 0;
+    while index < held.len() {
+        match poll(held[index].tid)? {
+            Seen::Gone => {
+                held.swap_remove(index);
+                polled = Polled::Changed;
+                continue;
             }
-            // Stopped on the way to a signal: keep it, deliver it on detach.
-            WaitStatus::Stopped(_, sig) => Some(StoppedThread {
+            Seen::Execed => return Ok(Polled::Execed),
+            Seen::Running | Seen::Stopped(_) => index += 1,
+        }
+    }
+    Ok(polled)
+}
+
+/// Poll one seized thread, without blocking.
+fn poll(tid: i32) -> Result<Seen> {
+    let status = match sys::poll_thread(Pid::from_raw(tid)) {
+        Ok(Some(status)) => status,
+        Ok(None) | Err(Errno::EINTR) => return Ok(Seen::Running),
+        // Not our tracee any more: reaped, or its tid went to the thread that exec'd.
+        Err(Errno::ECHILD) => return Ok(Seen::Gone),
+        Err(errno) => {
+            return Err(Error::Ptrace {
+                operation: "waitpid",
                 tid,
-                pending_signal: Some(sig),
-                group_stopped: false,
-            }),
-            WaitStatus::Exited(..) | WaitStatus::Signaled(..) => None,
-            // Other ptrace events were not asked for; wait on.
-            WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_) => continue,
-            WaitStatus::Continued(_) | WaitStatus::StillAlive => continue,
-        });
+                errno,
+            });
+        }
+    };
+    Ok(match status {
+        WaitStatus::PtraceEvent(_, sig, event) if event == Event::PTRACE_EVENT_STOP as i32 => {
+            Seen::Stopped(StoppedThread {
+                tid,
+                pending_signal: None,
+                group_stopped: is_stop_signal(sig),
+            })
+        }
+        WaitStatus::PtraceEvent(_, _, event) if event == Event::PTRACE_EVENT_EXEC as i32 => {
+            Seen::Execed
+        }
+        // Stopped on the way to a signal: keep it, deliver it on detach.
+        WaitStatus::Stopped(_, sig) => Seen::Stopped(StoppedThread {
+            tid,
+            pending_signal: Some(sig),
+            group_stopped: false,
+        }),
+        WaitStatus::Exited(..) | WaitStatus::Signaled(..) => Seen::Gone,
+        // Other ptrace events were not asked for; wait on.
+        WaitStatus::PtraceEvent(..)
+        | WaitStatus::PtraceSyscall(_)
+        | WaitStatus::Continued(_)
+        | WaitStatus::StillAlive => Seen::Running,
+    })
+}
+
+/// The leader's state letter from `/proc/PID/task/PID/stat`; `None` if it cannot be read.
+fn leader_state(pid: i32) -> Option<u8> {
+    let stat = std::fs::read(super::proc_path(pid, &format!("task/{pid}/stat"))).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat.get(close + 2).copied()
+}
+
+/// Whether thread `tid` is a zombie or gone.
+fn thread_exited(pid: i32, tid: i32) -> bool {
+    match std::fs::read(super::proc_path(pid, &format!("task/{tid}/stat"))) {
+        Ok(stat) => {
+            let state = stat
+                .iter()
+                .rposition(|&b| b == b')')
+                .and_then(|close| stat.get(close + 2));
+            matches!(state, Some(b'Z' | b'X'))
+        }
+        Err(_) => true,
+    }
+}
+
+/// Whether the leader is a zombie while other threads remain: the sign of an exec by another
+/// thread, which killed the leader and has not taken over its pid yet (or of a leader that
+/// called pthread_exit).
+pub(crate) fn exec_under_way(pid: i32) -> bool {
+    leader_state(pid) == Some(b'Z') && super::task_ids(pid).is_ok_and(|tids| tids.len() > 1)
+}
+
+/// Between polls that found nothing: yield at first (a stop takes microseconds), then sleep,
+/// up to 1 ms.
+fn back_off(idle: u32) {
+    if idle < 16 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_micros(50 << (idle - 16).min(4)));
     }
 }
