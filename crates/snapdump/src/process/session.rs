@@ -7,6 +7,7 @@
 //! detaches in `Drop`, so errors and panics release the target too; if the dumper is killed,
 //! the kernel detaches its tracees itself.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::ptrace::{Event, Options};
@@ -59,6 +60,19 @@ impl StoppedProcess {
     /// thread not seized yet shows as the leader ceasing to be our tracee; the new image is
     /// seized in the next round. Either way the dump is of the new image.
     pub fn stop(pid: i32, options: Options, cancel: &Cancel) -> Result<StoppedProcess> {
+        let watch = SeizeWatch::new(pid);
+        std::thread::scope(|scope| {
+            let _stop_watching = watch.run(scope);
+            StoppedProcess::stop_watched(pid, options, cancel, &watch)
+        })
+    }
+
+    fn stop_watched(
+        pid: i32,
+        options: Options,
+        cancel: &Cancel,
+        watch: &SeizeWatch,
+    ) -> Result<StoppedProcess> {
         let start = Instant::now();
         let options = options | Options::PTRACE_O_TRACEEXEC;
         let mut stopped = StoppedProcess {
@@ -105,10 +119,13 @@ impl StoppedProcess {
                         });
                     }
                     for tid in new {
-                        match sys::seize(Pid::from_raw(tid), options) {
+                        match watch.seize(tid, options) {
                             Ok(()) => pending.push(tid),
                             // Exited between the listing and the seize.
                             Err(Errno::ESRCH) => continue,
+                            // Ours already: a thread seized under another tid that exec'd and
+                            // took over the pid (its exec stop is still to be polled).
+                            Err(Errno::EPERM) if watch.traces(tid) => pending.push(tid),
                             // A zombie cannot be seized: a thread that exited (an exec by
                             // another thread kills them all) but is still listed, or a leader
                             // killed by such an exec. The next listing tells.
@@ -173,6 +190,9 @@ impl StoppedProcess {
             }
             if pending.is_empty() && failure.is_none() && !exec_pending {
                 match leader_state(pid) {
+                    // The held leader was killed by an exec under way (it reports nothing
+                    // until the exec releases it): not stopped any more. Look again.
+                    Some(b't') | None if drop_dead_leader(pid, &mut stopped.threads) => {}
                     // Stopped by us (or gone: the checks below tell).
                     Some(b't') | None => break,
                     // The leader exited (pthread_exit) and the other threads live on: it will
@@ -279,6 +299,114 @@ impl Drop for StoppedProcess {
     }
 }
 
+/// A PTRACE_SEIZE can deadlock with an exec. The exec'ing thread holds the target's
+/// `cred_guard_mutex` from the start of execve, and PTRACE_SEIZE of any thread of the target
+/// waits for that mutex (interruptibly, but restarted); the exec meanwhile kills the other
+/// threads and waits until they are released, and a thread seized already is released only
+/// when its tracer reaps it — which the tracer, waiting in PTRACE_SEIZE, cannot do. Any thread
+/// of the tracer's process may reap its tracees, though: while one seize takes more than a
+/// couple of milliseconds, a helper thread reaps the target's dead threads that this stop
+/// traces (the polls then find them gone), the exec completes, and the seize returns.
+struct SeizeWatch {
+    pid: i32,
+    /// The tracer thread (`TracerPid` names a thread).
+    tracer: i32,
+    /// Odd while a seize is in progress; bumped at every start and end.
+    seizing: AtomicU64,
+    done: AtomicBool,
+}
+
+/// Ends the helper thread when dropped (also on a panic), before the scope joins it.
+struct StopWatching<'a> {
+    watch: &'a SeizeWatch,
+    helper: Option<std::thread::Thread>,
+}
+
+impl Drop for StopWatching<'_> {
+    fn drop(&mut self) {
+        self.watch.done.store(true, Ordering::Release);
+        if let Some(helper) = &self.helper {
+            helper.unpark();
+        }
+    }
+}
+
+impl SeizeWatch {
+    /// How often the helper looks; a seize seen in progress twice in a row is stuck.
+    const TICK: Duration = Duration::from_millis(2);
+
+    fn new(pid: i32) -> SeizeWatch {
+        SeizeWatch {
+            pid,
+            tracer: sys::gettid().as_raw(),
+            seizing: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    fn run<'scope, 'env>(
+        &'env self,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+    ) -> StopWatching<'env> {
+        let helper = std::thread::Builder::new()
+            .name("snapdump-seize-watch".into())
+            .spawn_scoped(scope, move || self.watch())
+            .map_err(|e| tracing::debug!("no seize watch thread: {e}"))
+            .ok()
+            .map(|handle| handle.thread().clone());
+        StopWatching {
+            watch: self,
+            helper,
+        }
+    }
+
+    fn seize(&self, tid: i32, options: Options) -> nix::Result<()> {
+        self.seizing.fetch_add(1, Ordering::AcqRel);
+        let result = sys::seize(Pid::from_raw(tid), options);
+        self.seizing.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
+    /// Whether the stopping thread traces thread `tid` of the target.
+    fn traces(&self, tid: i32) -> bool {
+        std::fs::read(super::proc_path(self.pid, &format!("task/{tid}/status")))
+            .is_ok_and(|status| super::procfs::parse_status(&status).tracer_pid == self.tracer)
+    }
+
+    fn watch(&self) {
+        let mut last = 0;
+        while !self.done.load(Ordering::Acquire) {
+            std::thread::park_timeout(Self::TICK);
+            let now = self.seizing.load(Ordering::Acquire);
+            if now % 2 == 1 && now == last {
+                self.reap_dead_tracees();
+            }
+            last = now;
+        }
+    }
+
+    /// Reap the target's threads that are zombies traced by the stopping thread (not the
+    /// leader: a leader is reaped with its process, and the exec needs only its death).
+    fn reap_dead_tracees(&self) {
+        for tid in super::task_ids(self.pid).unwrap_or_default() {
+            if tid == self.pid {
+                continue;
+            }
+            if self.traces(tid)
+                && thread_exited(self.pid, tid)
+                && let Ok(Some(WaitStatus::Exited(..) | WaitStatus::Signaled(..))) =
+                    sys::poll_thread(Pid::from_raw(tid))
+            {
+                tracing::debug!(
+                    pid = self.pid,
+                    tid,
+                    "reaped a thread killed by an exec while a seize waited for it"
+                );
+            }
+        }
+    }
+}
+
 /// What polling the traced threads found.
 enum Polled {
     Nothing,
@@ -371,6 +499,19 @@ fn poll(tid: i32) -> Result<Seen> {
     })
 }
 
+/// Drop the held leader if it no longer answers ptrace: killed by an exec of another thread.
+/// (Another thread's death is reported; a leader's is not while other threads remain, and
+/// then its pid goes to the thread that exec'd.) True if it was dropped.
+fn drop_dead_leader(pid: i32, held: &mut Vec<StoppedThread>) -> bool {
+    let dead = held.iter().any(|t| t.tid == pid)
+        && sys::get_siginfo(Pid::from_raw(pid)) == Err(Errno::ESRCH);
+    if dead {
+        tracing::debug!(pid, "the held leader died while stopping (an exec)");
+        held.retain(|t| t.tid != pid);
+    }
+    dead
+}
+
 /// The leader's state letter from `/proc/PID/task/PID/stat`; `None` if it cannot be read.
 fn leader_state(pid: i32) -> Option<u8> {
     let stat = std::fs::read(super::proc_path(pid, &format!("task/{pid}/stat"))).ok()?;
@@ -401,7 +542,7 @@ pub(crate) fn exec_under_way(pid: i32) -> bool {
 
 /// Between polls that found nothing: yield at first (a stop takes microseconds), then sleep,
 /// up to 1 ms.
-fn back_off(idle: u32) {
+pub(crate) fn back_off(idle: u32) {
     if idle < 16 {
         std::thread::yield_now();
     } else {
