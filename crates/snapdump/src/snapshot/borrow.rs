@@ -17,6 +17,11 @@
 //! Every path out — errors, a dead child, a signal arriving, a panic (Drop) — goes through
 //! [`BorrowedThread::give_back`], which first drives the thread to that signal-path stop (an
 //! injected call that has not been entered yet is cancelled with `orig_rax = -1`).
+//!
+//! A thread borrowed with a deadline ([`BorrowedThread::with_deadline`], the cleanup path) is
+//! polled instead of waited for: a thread that never reports again (it was killed by an exec
+//! of another thread and its pid went to that thread) ends in [`BorrowError::Gone`] or
+//! [`BorrowError::TimedOut`], never in a wait that lasts forever.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +57,8 @@ pub(super) enum BorrowError {
     },
     /// The thread stopped in a way the injector does not expect.
     Unexpected(String),
+    /// The deadline passed before the thread reported the stop it was driven to.
+    TimedOut,
 }
 
 impl std::fmt::Display for BorrowError {
@@ -60,6 +67,7 @@ impl std::fmt::Display for BorrowError {
             BorrowError::Gone => write!(f, "the thread exited"),
             BorrowError::Ptrace { operation, errno } => write!(f, "{operation} failed: {errno}"),
             BorrowError::Unexpected(what) => write!(f, "{what}"),
+            BorrowError::TimedOut => write!(f, "the thread did not stop in time"),
         }
     }
 }
@@ -94,6 +102,14 @@ fn injection_sigmask() -> u64 {
     mask
 }
 
+/// How many stops one injected call may go through (signals before the call, fork events)
+/// before the injector gives up on it: a bound on the loop, never reached in practice.
+const MAX_STOPS: usize = 256;
+
+/// After the deadline, how long giving the thread back may still take: the registers must be
+/// put back whatever the deadline said.
+const RESTORE_GRACE: Duration = Duration::from_secs(1);
+
 /// The result of one injected call.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct CallResult {
@@ -121,6 +137,8 @@ pub(super) struct BorrowedThread {
     reraise: Vec<Signal>,
     /// A synchronous signal the injected call itself caused (it is dropped, not re-raised).
     fault: Option<Signal>,
+    /// Poll instead of blocking, and give up at this instant.
+    deadline: Option<Instant>,
 }
 
 impl BorrowedThread {
@@ -150,7 +168,14 @@ impl BorrowedThread {
             dirty: false,
             reraise: Vec::new(),
             fault: None,
+            deadline: None,
         })
+    }
+
+    /// Never wait past `deadline` for the thread (the give-back gets [`RESTORE_GRACE`] more).
+    pub fn with_deadline(mut self, deadline: Instant) -> BorrowedThread {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// A synchronous signal the call raised (a bad address, a seccomp SIGSYS), if any.
@@ -204,7 +229,13 @@ impl BorrowedThread {
             .map_err(ptrace_err("PTRACE_SETREGSET NT_PRSTATUS"))?;
         inject::resume_to_syscall(self.tid, None).map_err(ptrace_err("PTRACE_SYSCALL"))?;
         let mut entered = false;
-        loop {
+        for stops in 0.. {
+            if stops == MAX_STOPS {
+                return Err(BorrowError::Unexpected(format!(
+                    "thread {} stopped {MAX_STOPS} times without finishing the injected call",
+                    self.tid
+                )));
+            }
             match self.wait()? {
                 WaitStatus::PtraceSyscall(_) if !entered => {
                     entered = true;
@@ -236,13 +267,15 @@ impl BorrowedThread {
                 }
                 WaitStatus::Stopped(_, signal) => {
                     self.note_signal(signal)?;
-                    if entered {
-                        // A signal after the call started and no exit stop: never let it
-                        // reach user space; go to the signal path and give up the call.
+                    if entered || self.fault.is_some() {
+                        // A signal after the call started and no exit stop, or the `syscall`
+                        // instruction itself faulted (resuming would fault again, forever):
+                        // never let it reach user space; go to the signal path and give up.
                         self.at = At::SignalDelivery;
                         return Err(BorrowError::Unexpected(format!(
-                            "signal {signal} stopped thread {} inside the injected call",
-                            self.tid
+                            "signal {signal} stopped thread {} {} the injected call",
+                            self.tid,
+                            if entered { "inside" } else { "before" }
                         )));
                     }
                     // Before the call: the thread is in get_signal() and goes on to the
@@ -279,8 +312,29 @@ impl BorrowedThread {
         Ok(())
     }
 
+    /// The thread's next report: blocking, or polled until the deadline if there is one.
     fn wait(&mut self) -> Result<WaitStatus, BorrowError> {
-        match sys::wait_thread(self.tid) {
+        let result = match self.deadline {
+            None => sys::wait_thread(self.tid),
+            Some(deadline) => {
+                let mut idle = 0;
+                loop {
+                    match sys::poll_thread(self.tid) {
+                        Ok(Some(status)) => break Ok(status),
+                        Ok(None) | Err(Errno::EINTR) => {}
+                        Err(errno) => break Err(errno),
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(BorrowError::TimedOut);
+                    }
+                    crate::process::session::back_off(idle);
+                    idle += 1;
+                }
+            }
+        };
+        match result {
+            // ECHILD: not our tracee any more. A leader killed by another thread's exec is
+            // released by that exec, which takes over its pid.
             Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => {
                 Err(BorrowError::Gone)
             }
@@ -312,7 +366,13 @@ impl BorrowedThread {
                     // dequeued and before the return to user space.
                     sys::interrupt(self.tid).map_err(ptrace_err("PTRACE_INTERRUPT"))?;
                     inject::resume(self.tid, None).map_err(ptrace_err("PTRACE_CONT"))?;
-                    loop {
+                    for stops in 0.. {
+                        if stops == MAX_STOPS {
+                            return Err(BorrowError::Unexpected(format!(
+                                "thread {} never reached a signal-path stop",
+                                self.tid
+                            )));
+                        }
                         match self.wait()? {
                             WaitStatus::PtraceEvent(_, _, event)
                                 if event == Event::PTRACE_EVENT_STOP as i32 =>
@@ -341,7 +401,7 @@ impl BorrowedThread {
 
     fn resume_until_syscall_exit(&mut self) -> Result<(), BorrowError> {
         inject::resume_to_syscall(self.tid, None).map_err(ptrace_err("PTRACE_SYSCALL"))?;
-        loop {
+        for _ in 0..MAX_STOPS {
             match self.wait()? {
                 WaitStatus::PtraceSyscall(_) => {
                     self.at = At::SyscallExit;
@@ -356,6 +416,10 @@ impl BorrowedThread {
                     .map_err(ptrace_err("PTRACE_SYSCALL"))?,
             }
         }
+        Err(BorrowError::Unexpected(format!(
+            "thread {} never reached the injected call's exit",
+            self.tid
+        )))
     }
 
     /// Bring the thread to the signal path and put back its registers, FP/XSTATE, signal mask
@@ -371,6 +435,9 @@ impl BorrowedThread {
     fn restore(&mut self) -> Result<(), BorrowError> {
         if !self.dirty {
             return Ok(());
+        }
+        if let Some(deadline) = &mut self.deadline {
+            *deadline = (*deadline).max(Instant::now() + RESTORE_GRACE);
         }
         self.reach_signal_stop()?;
         sys::set_regset(self.tid, sys::NT_PRSTATUS, &self.regs)

@@ -6,6 +6,10 @@
 //! line (the dumper is gone), it waits for the clone to die and reaps the zombie through one of
 //! the target's threads, as [`Snapshot::finish`](super::Snapshot::finish) would have.
 //!
+//! It also takes over when the dumper is alive but could not clean up within its time (the
+//! target exec'd again and again while it tried): [`Guardian::release`] then closes its input
+//! without `done`, and the guardian, on its own, goes on trying for longer.
+//!
 //! The embedding program provides the guardian as a command (the `snapdump` binary runs
 //! itself with a hidden subcommand that calls [`serve`]); a library user without one simply
 //! has no guardian.
@@ -27,8 +31,10 @@ pub struct GuardianCommand {
 /// A running guardian. Dropping it tells it that all is well.
 #[derive(Debug)]
 pub struct Guardian {
-    child: Child,
+    child: Option<Child>,
     input: Option<ChildStdin>,
+    /// The clone it was last told to look after.
+    watched: Option<Watched>,
 }
 
 impl Guardian {
@@ -44,18 +50,32 @@ impl Guardian {
             .process_group(0)
             .spawn()?;
         let input = child.stdin.take();
-        Ok(Guardian { child, input })
+        Ok(Guardian {
+            child: Some(child),
+            input,
+            watched: None,
+        })
     }
 
     /// Look after this snapshot's clone.
     pub fn watch(&mut self, snapshot: &super::Snapshot) -> std::io::Result<()> {
+        let watched = Watched {
+            target: snapshot.target,
+            child: snapshot.child,
+            child_in_target: snapshot.child_in_target,
+            start_time: snapshot.child_start_time,
+            tid: snapshot.borrowed_tid,
+            target_start_time: snapshot.target_start_time,
+        };
+        self.watched = Some(watched);
         let line = format!(
-            "watch {} {} {} {} {}\n",
-            snapshot.target,
-            snapshot.child,
-            snapshot.child_in_target,
-            snapshot.child_start_time.unwrap_or(0),
-            snapshot.borrowed_tid,
+            "watch {} {} {} {} {} {}\n",
+            watched.target,
+            watched.child,
+            watched.child_in_target,
+            watched.start_time.unwrap_or(0),
+            watched.tid,
+            watched.target_start_time.unwrap_or(0),
         );
         self.send(&line)
     }
@@ -70,15 +90,39 @@ impl Guardian {
         }
     }
 
-    /// The snapshot was cleaned up: the guardian exits.
+    /// The snapshot was cleaned up: the guardian exits. If its clone is still there (the
+    /// dumper could not reap it in time), the guardian is left to it instead: its input is
+    /// closed without `done` and it is not waited for.
     pub fn release(mut self) {
+        if let Some(w) = self.watched
+            && self.input.is_some()
+            && super::clone_remains(w.child, w.target, w.start_time)
+        {
+            tracing::warn!(
+                target = w.target,
+                clone = w.child,
+                guardian = self.child.as_ref().map(Child::id),
+                "the snapshot's clone is still a child of the target; the snapshot guardian \
+                 goes on trying to reap it"
+            );
+            self.input = None;
+            if let Some(mut child) = self.child.take() {
+                // Collected in the background, so a long-lived dumper keeps no zombie.
+                let _ = std::thread::Builder::new()
+                    .name("snapdump-guardian-wait".into())
+                    .spawn(move || child.wait());
+            }
+            return;
+        }
         self.finish();
     }
 
     fn finish(&mut self) {
         let _ = self.send("done\n");
         self.input = None;
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
     }
 }
 
@@ -90,6 +134,9 @@ impl Drop for Guardian {
     }
 }
 
+/// How long the guardian tries to reap the clone's zombie.
+const GUARDIAN_REAP_TIME: Duration = Duration::from_secs(30);
+
 /// What a `watch` line names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Watched {
@@ -98,6 +145,7 @@ struct Watched {
     child_in_target: i32,
     start_time: Option<u64>,
     tid: i32,
+    target_start_time: Option<u64>,
 }
 
 fn parse_watch(line: &str) -> Option<Watched> {
@@ -108,12 +156,14 @@ fn parse_watch(line: &str) -> Option<Watched> {
     let child_in_target = next()? as i32;
     let start_time = next()? as u64;
     let tid = next()? as i32;
+    let target_start_time = next().unwrap_or(0) as u64;
     Some(Watched {
         target,
         child,
         child_in_target,
         start_time: (start_time != 0).then_some(start_time),
         tid,
+        target_start_time: (target_start_time != 0).then_some(target_start_time),
     })
 }
 
@@ -141,13 +191,16 @@ pub fn serve(input: impl Read) -> String {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    // Longer than the dumper tries: nobody waits for the guardian.
     match super::reap_zombie(
         w.target,
+        w.target_start_time,
         w.child,
         w.child_in_target,
         w.start_time,
         w.tid,
         Options::empty(),
+        Instant::now() + GUARDIAN_REAP_TIME,
     ) {
         Ok(held) => format!(
             "reaped the clone {} inside pid {} ({} µs)",
@@ -172,8 +225,13 @@ mod tests {
                 child: 20,
                 child_in_target: 3,
                 start_time: Some(12345),
-                tid: 11
+                tid: 11,
+                target_start_time: None,
             })
+        );
+        assert_eq!(
+            parse_watch("watch 10 20 3 12345 11 999").and_then(|w| w.target_start_time),
+            Some(999)
         );
         assert_eq!(parse_watch("watch 1 2"), None);
         assert_eq!(parse_watch("nonsense"), None);

@@ -41,6 +41,18 @@
 //! microseconds, one thread). The target is left with no zombie, no SIGCHLD and the same
 //! registers.
 //!
+//! The target may exec between the snapshot and its cleanup. It is the same process (same pid,
+//! same start time) and the zombie is still its child, so the zombie is reaped through a
+//! thread of the new image, at a `syscall` instruction found in the maps of the image that
+//! thread runs, read while it is stopped (the old image's address would make it fault, forever).
+//! The kernel turns exit signal 0 into SIGCHLD for a parent that exec'd (`do_notify_parent`
+//! compares `parent_exec_id`), so such a target gets one SIGCHLD; if it ignores SIGCHLD the
+//! zombie is auto-reaped. Every wait here is polled against a deadline ([`REAP_TIME`]): a
+//! thread that dies, execs (it takes over the leader's pid) or stops belonging to the target
+//! is let go and another tried; when none will do in time the zombie is left, with a warning,
+//! to the guardian ([`guard`]), never waited for without end. Threads seized for the reap are
+//! detached on every path.
+//!
 //! # If the dumper dies
 //! The kernel detaches every tracee. Before the clone and after it, that is harmless: the
 //! target's threads run on and the child, with EXITKILL, is killed (its zombie then stays with
@@ -75,7 +87,7 @@ use crate::error::Error;
 use crate::process::memory::{LiveMemory, ProcessMemory};
 use crate::process::pagemap::PageScanner;
 use crate::process::procfs::{self, Backing, Mapping};
-use crate::process::session::StoppedProcess;
+use crate::process::session::{StoppedProcess, back_off};
 use crate::process::{self, proc_path};
 use crate::sys::{self, Errno, Pid, Signal, WaitStatus, inject};
 
@@ -232,6 +244,9 @@ pub struct FinishReport {
 #[derive(Debug)]
 pub struct Snapshot {
     target: i32,
+    /// The target's start time (`/proc/PID/stat` field 22): the same process, whatever it
+    /// execs, as long as this does not change.
+    target_start_time: Option<u64>,
     /// The child's pid in our pid namespace.
     child: i32,
     /// The child's pid in the target's pid namespace (what `wait4` in the target needs).
@@ -397,6 +412,7 @@ pub fn take_with(
     }
     let mut snapshot = Snapshot {
         target: pid,
+        target_start_time: Some(capture.stat.starttime),
         child: child_pid,
         child_in_target: call.ret as i32,
         child_start_time: process::read_stat(child_pid).ok().map(|s| s.starttime),
@@ -468,6 +484,10 @@ fn borrow_error(pid: i32, tid: i32, error: BorrowError) -> SnapshotError {
         }
         .into(),
         BorrowError::Unexpected(detail) => SnapshotRefused::NoThread { detail }.into(),
+        BorrowError::TimedOut => SnapshotRefused::NoThread {
+            detail: error.to_string(),
+        }
+        .into(),
     }
 }
 
@@ -482,7 +502,9 @@ fn discard_child(
 ) {
     let child_in_target = child_in_target.or_else(|| pid_in_namespace_of(child, target));
     let start_time = process::read_stat(child).ok().map(|s| s.starttime);
-    kill_and_reap(child);
+    if !kill_and_reap(child) {
+        return;
+    }
     let Some(child_in_target) = child_in_target else {
         tracing::warn!(
             target,
@@ -492,7 +514,16 @@ fn discard_child(
         return;
     };
     if is_zombie_child(child, target, start_time)
-        && let Err(e) = reap_zombie(target, child, child_in_target, start_time, tid, options)
+        && let Err(e) = reap_zombie(
+            target,
+            process::read_stat(target).ok().map(|s| s.starttime),
+            child,
+            child_in_target,
+            start_time,
+            tid,
+            options,
+            Instant::now() + REAP_TIME,
+        )
     {
         tracing::warn!(target, child, "the failed snapshot's zombie remains: {e}");
     }
@@ -508,19 +539,41 @@ fn pid_in_namespace_of(pid: i32, other: i32) -> Option<i32> {
         .copied()
 }
 
-/// SIGKILL a traced child and reap it as its tracer.
-fn kill_and_reap(child: i32) {
+/// How long [`Snapshot::finish`] (and a failed [`take`]) tries to reap the clone's zombie inside
+/// the target before it gives up and leaves it, with a warning, to the guardian if there is
+/// one. Each attempt holds one thread for tens of microseconds; the time is for retrying while
+/// the target execs (its threads die, its leader is a zombie, its pid changes hands).
+pub(crate) const REAP_TIME: Duration = Duration::from_secs(3);
+/// How long the SIGKILLed clone is given to die.
+const KILL_TIME: Duration = Duration::from_secs(5);
+
+/// SIGKILL a traced child and reap it as its tracer. False if it did not die in time.
+fn kill_and_reap(child: i32) -> bool {
     let id = Pid::from_raw(child);
     match sys::kill(id, Signal::SIGKILL) {
         Ok(()) => {}
-        Err(Errno::ESRCH) => return,
+        Err(Errno::ESRCH) => return true,
         Err(errno) => tracing::warn!(child, %errno, "cannot kill the snapshot"),
     }
+    let deadline = Instant::now() + KILL_TIME;
+    let mut idle = 0;
     loop {
-        match sys::wait_thread(id) {
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => return,
-            Ok(_) => continue,
+        match sys::poll_thread(id) {
+            Ok(Some(WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return true,
+            // A stop reported before the kill: the kill follows it.
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(Errno::EINTR) => {}
+            Err(_) => return true,
         }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                child,
+                "the snapshot did not die within {KILL_TIME:?} of SIGKILL"
+            );
+            return false;
+        }
+        back_off(idle);
+        idle += 1;
     }
 }
 
@@ -574,21 +627,42 @@ impl Snapshot {
             return Ok(FinishReport::default());
         }
         self.finished = true;
-        kill_and_reap(self.child);
+        if !kill_and_reap(self.child) {
+            return Err(self.left_behind(format!("it did not die within {KILL_TIME:?} of SIGKILL")));
+        }
         let mut report = FinishReport::default();
         if self.is_zombie_of_target() {
             report.reaper_pause = reap_zombie(
                 self.target,
+                self.target_start_time,
                 self.child,
                 self.child_in_target,
                 self.child_start_time,
                 self.borrowed_tid,
                 self.options,
-            )?;
+                start + REAP_TIME,
+            )
+            .map_err(|e| match e {
+                SnapshotError::Target(e) => self.left_behind(e.to_string()),
+                e => e,
+            })?;
             report.zombie_reaped = true;
         }
         report.total = start.elapsed();
         Ok(report)
+    }
+
+    /// The error for a clone that could not be cleaned up: it stays a child of the target.
+    fn left_behind(&self, why: String) -> SnapshotError {
+        SnapshotError::Target(Error::Io {
+            context: format!(
+                "the snapshot's clone {} is left as a zombie child of pid {} (the snapshot \
+                 guardian, if there is one, goes on trying to reap it; otherwise it stays until \
+                 pid {} exits)",
+                self.child, self.target, self.target
+            ),
+            source: std::io::Error::other(why),
+        })
     }
 
     fn is_zombie_of_target(&self) -> bool {
@@ -619,78 +693,102 @@ fn is_zombie_child(child: i32, parent: i32, start_time: Option<u64>) -> bool {
     }
 }
 
+/// Whether the snapshot's clone still exists (alive or a zombie) as a child of `parent`.
+pub(crate) fn clone_remains(child: i32, parent: i32, start_time: Option<u64>) -> bool {
+    process::read_stat(child)
+        .is_ok_and(|stat| stat.ppid == parent && start_time.is_none_or(|t| t == stat.starttime))
+}
+
+/// One zombie to reap inside the target.
+struct Reap {
+    target: i32,
+    /// The target's start time when the snapshot was taken, if known.
+    target_start_time: Option<u64>,
+    child: i32,
+    child_in_target: i32,
+    start_time: Option<u64>,
+    /// The ptrace options to leave on a thread held by a [`StoppedProcess`].
+    options: Options,
+    /// The calling thread: a tracer is a thread, and `TracerPid` names it.
+    me: i32,
+    deadline: Instant,
+}
+
 /// Reap the snapshot's zombie inside the target: borrow one of its threads and run
 /// `wait4(child, NULL, __WALL | WNOHANG, NULL)`. Threads already stopped by us (a failed
 /// [`take`], or a snapshot finished before the target was resumed) are used as they are;
 /// others are seized, interrupted and detached again. Returns how long the thread was held.
+///
+/// The target may have exec'd since the snapshot: the zombie is still its child (an exec
+/// keeps the process, its pid and its children), so it is reaped through a thread of the new
+/// image, with a `syscall` instruction found in the image that thread runs, read while it is
+/// stopped. A thread that dies, execs or changes its pid while it is being seized or borrowed
+/// is given up and the next one tried, until `deadline`: nothing here waits without a bound,
+/// and every thread seized here is detached again on every path.
+#[allow(clippy::too_many_arguments)] // the zombie, its target, and the time allowed
 fn reap_zombie(
     target: i32,
+    target_start_time: Option<u64>,
     child: i32,
     child_in_target: i32,
     start_time: Option<u64>,
     preferred_tid: i32,
     options: Options,
+    deadline: Instant,
 ) -> Result<Duration, SnapshotError> {
-    let maps = process::read_proc_file(target, "maps")?;
-    let mappings = procfs::parse_maps(&maps);
-    let memory = LiveMemory::through_mem_file(target);
-    let syscall_addr = find_syscall_instruction(&mappings, &memory).ok_or(
-        SnapshotError::Refused(SnapshotRefused::NoSyscallInstruction),
-    )?;
-    let args = [child_in_target as u64, 0, WALL | WNOHANG, 0, 0, 0];
-    let mut candidates = vec![preferred_tid, target];
-    for tid in process::task_ids(target).unwrap_or_default() {
-        if !candidates.contains(&tid) {
-            candidates.push(tid);
-        }
-    }
-    let me = std::process::id() as i32;
+    let reap = Reap {
+        target,
+        target_start_time,
+        child,
+        child_in_target,
+        start_time,
+        options,
+        me: sys::gettid().as_raw(),
+        deadline,
+    };
+    let mut preferred = Some(preferred_tid);
     let mut last_problem = String::from("no thread of the target could be borrowed");
-    for tid in candidates.into_iter().take(8) {
-        if !is_zombie_child(child, target, start_time) {
-            // Reaped meanwhile (the target waits with __WALL itself).
-            return Ok(Duration::ZERO);
-        }
-        let ours = thread_tracer(target, tid) == Some(me);
-        let held_at = Instant::now();
-        let stop = if ours {
-            held_by_us(tid)
-        } else {
-            seize_one(tid)
-        };
-        match stop {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(problem) => {
-                last_problem = problem;
-                continue;
+    let mut attempts = 0usize;
+    'rounds: loop {
+        let mut candidates: Vec<i32> = preferred.take().into_iter().collect();
+        for tid in std::iter::once(target).chain(process::task_ids(target).unwrap_or_default()) {
+            if !candidates.contains(&tid) {
+                candidates.push(tid);
             }
         }
-        let result = reap_through(
-            target,
-            tid,
-            syscall_addr,
-            args,
-            &memory,
-            child_in_target,
-            ours,
-            options,
-        );
-        if !ours {
-            match sys::detach(Pid::from_raw(tid), None) {
-                Ok(()) | Err(Errno::ESRCH) => {}
-                Err(errno) => tracing::warn!(tid, %errno, "detach after reaping failed"),
+        for tid in candidates {
+            // Reaped meanwhile (the target waits with __WALL itself, or ignores SIGCHLD after
+            // an exec), or the target is gone.
+            if !reap.zombie_remains() {
+                return Ok(Duration::ZERO);
+            }
+            if Instant::now() >= deadline {
+                break 'rounds;
+            }
+            attempts += 1;
+            match reap.through(tid) {
+                Ok(held) => return Ok(held),
+                Err(ReapProblem::Fatal(e)) => return Err(e),
+                Err(ReapProblem::TryAnother(problem)) => {
+                    tracing::debug!(target, tid, "cannot reap the snapshot's zombie: {problem}");
+                    last_problem = problem;
+                }
             }
         }
-        let held = held_at.elapsed();
-        match result {
-            Ok(()) => return Ok(held),
-            Err(ReapProblem::Fatal(e)) => return Err(e),
-            Err(ReapProblem::TryAnother(problem)) => last_problem = problem,
+        if Instant::now() >= deadline {
+            break;
         }
+        // No thread would do: an exec is probably under way (the other threads dying, the
+        // leader a zombie until the new image takes over its pid). Let it finish.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if !reap.zombie_remains() {
+        return Ok(Duration::ZERO);
     }
     Err(SnapshotError::Target(Error::Io {
-        context: format!("reaping the snapshot's zombie {child} inside pid {target}"),
+        context: format!(
+            "reaping the snapshot's zombie {child} inside pid {target} ({attempts} attempts)"
+        ),
         source: std::io::Error::other(last_problem),
     }))
 }
@@ -700,47 +798,130 @@ enum ReapProblem {
     Fatal(SnapshotError),
 }
 
-#[allow(clippy::too_many_arguments)] // one injected call: the thread, the call, its context
-fn reap_through(
-    target: i32,
-    tid: i32,
-    syscall_addr: u64,
-    args: [u64; 6],
-    memory: &dyn ProcessMemory,
-    child_in_target: i32,
-    ours: bool,
-    options: Options,
-) -> Result<(), ReapProblem> {
-    let regs = sys::get_regset(Pid::from_raw(tid), sys::NT_PRSTATUS, reg::COUNT * 8)
-        .map_err(|errno| ReapProblem::TryAnother(format!("thread {tid}: {errno}")))?;
-    check_thread(target, tid, &regs, memory, syscall_addr, SYS_WAIT4, args)
-        .map_err(|unsuitable| ReapProblem::TryAnother(unsuitable.to_string()))?;
-    // A thread seized here has no options; one of a StoppedProcess gets its own back.
-    let options = if ours { options } else { Options::empty() };
-    let mut thread = BorrowedThread::new(target, tid, options)
-        .map_err(|e| ReapProblem::TryAnother(format!("thread {tid}: {e}")))?;
-    let call = thread.call(syscall_addr, SYS_WAIT4, args, &mut |_| {});
-    let restore = thread.give_back();
-    if let Err(e) = restore {
-        return Err(ReapProblem::Fatal(SnapshotError::RestoreFailed {
-            pid: target,
-            tid,
-            detail: e.to_string(),
-        }));
+impl Reap {
+    fn zombie_remains(&self) -> bool {
+        is_zombie_child(self.child, self.target, self.start_time)
     }
-    match call {
-        Ok(call) if call.ret == i64::from(child_in_target) => Ok(()),
-        // Reaped by the target itself meanwhile.
-        Ok(call) if call.ret == -(Errno::ECHILD as i64) => Ok(()),
-        Ok(call) => Err(ReapProblem::TryAnother(format!(
-            "wait4 in thread {tid} returned {}",
-            call.ret
-        ))),
-        Err(e) => Err(ReapProblem::TryAnother(format!("thread {tid}: {e}"))),
+
+    /// One attempt through thread `tid`; returns how long a thread was held.
+    fn through(&self, tid: i32) -> Result<Duration, ReapProblem> {
+        // A tid from an earlier list (the thread that ran clone(), before an exec) may be dead,
+        // and its number taken by another process: never seize it then.
+        if !is_thread_of(self.target, tid) {
+            return Err(ReapProblem::TryAnother(format!(
+                "{tid} is not a thread of pid {} any more",
+                self.target
+            )));
+        }
+        let ours = thread_tracer(self.target, tid) == Some(self.me);
+        let held_at = Instant::now();
+        let tid = if ours {
+            match held_by_us(tid) {
+                Ok(true) => tid,
+                Ok(false) => {
+                    return Err(ReapProblem::TryAnother(format!(
+                        "thread {tid} is held by this process in another kind of stop"
+                    )));
+                }
+                Err(problem) => return Err(ReapProblem::TryAnother(problem)),
+            }
+        } else {
+            match seize_one(self.target, tid, self.me, self.deadline) {
+                Ok(Some(now)) => now,
+                Ok(None) => {
+                    return Err(ReapProblem::TryAnother(format!("thread {tid} exited")));
+                }
+                Err(problem) => return Err(ReapProblem::TryAnother(problem)),
+            }
+        };
+        let result = self.borrow(tid, ours);
+        if !ours {
+            let_go(tid);
+        }
+        result.map(|()| held_at.elapsed())
+    }
+
+    /// Run the `wait4` through thread `tid`, stopped on the signal path.
+    fn borrow(&self, tid: i32, ours: bool) -> Result<(), ReapProblem> {
+        // Stopped, the thread stays in this process and in the image it runs until it is let
+        // go: an exec by another thread kills it first (and every ptrace request below then
+        // fails), and the new image replaces the memory only once it is dead.
+        if !is_thread_of(self.target, tid) {
+            return Err(ReapProblem::TryAnother(format!(
+                "{tid} is not a thread of pid {} any more",
+                self.target
+            )));
+        }
+        if self.target_start_time.is_some()
+            && process::read_stat(self.target).ok().map(|s| s.starttime) != self.target_start_time
+        {
+            return Err(ReapProblem::TryAnother(format!(
+                "pid {} is not the process the snapshot was taken of",
+                self.target
+            )));
+        }
+        if !self.zombie_remains() {
+            return Ok(());
+        }
+        // The image this thread runs, read now: after an exec the vDSO is elsewhere.
+        let maps = std::fs::read(proc_path(self.target, &format!("task/{tid}/maps")))
+            .map_err(|e| ReapProblem::TryAnother(format!("maps of thread {tid}: {e}")))?;
+        let mappings = procfs::parse_maps(&maps);
+        let memory = LiveMemory::through_mem_file(tid);
+        let syscall_addr = find_syscall_instruction(&mappings, &memory).ok_or_else(|| {
+            ReapProblem::TryAnother(format!("no `syscall` instruction found for thread {tid}"))
+        })?;
+        let args = [self.child_in_target as u64, 0, WALL | WNOHANG, 0, 0, 0];
+        let regs = sys::get_regset(Pid::from_raw(tid), sys::NT_PRSTATUS, reg::COUNT * 8)
+            .map_err(|errno| ReapProblem::TryAnother(format!("thread {tid}: {errno}")))?;
+        check_thread(
+            self.target,
+            tid,
+            &regs,
+            &memory,
+            syscall_addr,
+            SYS_WAIT4,
+            args,
+        )
+        .map_err(|unsuitable| ReapProblem::TryAnother(unsuitable.to_string()))?;
+        // A thread seized here has no options; one of a StoppedProcess gets its own back.
+        let options = if ours { self.options } else { Options::empty() };
+        let mut thread = BorrowedThread::new(self.target, tid, options)
+            .map_err(|e| ReapProblem::TryAnother(format!("thread {tid}: {e}")))?
+            .with_deadline(self.deadline);
+        let call = thread.call(syscall_addr, SYS_WAIT4, args, &mut |_| {});
+        match thread.give_back() {
+            // A thread that died (killed by an exec) has nothing left to restore.
+            Ok(_) | Err(BorrowError::Gone) => {}
+            Err(e) => {
+                return Err(ReapProblem::Fatal(SnapshotError::RestoreFailed {
+                    pid: self.target,
+                    tid,
+                    detail: e.to_string(),
+                }));
+            }
+        }
+        match call {
+            Ok(call) if call.ret == i64::from(self.child_in_target) => Ok(()),
+            // Reaped by the target itself meanwhile.
+            Ok(call) if call.ret == -(Errno::ECHILD as i64) => Ok(()),
+            Ok(call) => Err(ReapProblem::TryAnother(format!(
+                "wait4 in thread {tid} returned {}",
+                call.ret
+            ))),
+            Err(e) => Err(ReapProblem::TryAnother(format!("thread {tid}: {e}"))),
+        }
     }
 }
 
-/// The tracer (a process id) of one thread, from `/proc/PID/task/TID/status`.
+/// Whether `tid` is a thread of process `pid` (`/proc/PID/task/TID` exists and its `Tgid` is
+/// `pid`).
+fn is_thread_of(pid: i32, tid: i32) -> bool {
+    std::fs::read(proc_path(pid, &format!("task/{tid}/status")))
+        .is_ok_and(|status| procfs::parse_status(&status).tgid == pid)
+}
+
+/// The tracer (a thread id) of one thread, from `/proc/PID/task/TID/status`.
 fn thread_tracer(pid: i32, tid: i32) -> Option<i32> {
     let status = std::fs::read(proc_path(pid, &format!("task/{tid}/status"))).ok()?;
     Some(procfs::parse_status(&status).tracer_pid)
@@ -757,51 +938,134 @@ fn held_by_us(tid: i32) -> Result<bool, String> {
         }
         Ok(_) => Ok(false),
         Err(errno) => Err(format!(
-            "thread {tid} is traced by this process but not from this thread ({errno})"
+            "thread {tid} is traced by this process but not stopped for this thread ({errno})"
         )),
     }
 }
 
-/// Seize and interrupt one running thread; `Ok(true)` once it is in a signal-path
-/// `PTRACE_EVENT_STOP`, `Ok(false)` if it exited.
-fn seize_one(tid: i32) -> Result<bool, String> {
+/// Seize and interrupt one running thread of `target`, polling until `deadline`. Returns the
+/// thread's id once it is in a signal-path `PTRACE_EVENT_STOP` — the target's pid if it exec'd
+/// meanwhile (an exec by a thread other than the leader gives it the leader's pid) — or `None`
+/// if it exited. On an error the thread is detached again.
+fn seize_one(target: i32, tid: i32, me: i32, deadline: Instant) -> Result<Option<i32>, String> {
+    // After the seize, the target's pid can only become our tracee by this thread's exec.
+    let may_become_leader = tid != target && thread_tracer(target, target) != Some(me);
     let id = Pid::from_raw(tid);
-    match sys::seize(id, Options::empty()) {
+    match sys::seize(id, Options::PTRACE_O_TRACEEXEC) {
         Ok(()) => {}
-        Err(Errno::ESRCH) => return Ok(false),
+        Err(Errno::ESRCH) => return Ok(None),
         Err(errno) => return Err(format!("PTRACE_SEIZE of thread {tid}: {errno}")),
     }
     if let Err(errno) = sys::interrupt(id) {
-        let _ = sys::detach(id, None);
+        let_go(tid);
         return Err(format!("PTRACE_INTERRUPT of thread {tid}: {errno}"));
     }
+    let mut current = tid;
+    let mut idle = 0;
     loop {
-        match sys::wait_thread(id) {
-            Ok(WaitStatus::PtraceEvent(_, _, event))
+        let id = Pid::from_raw(current);
+        let status = match sys::poll_thread(id) {
+            Ok(status) => status,
+            Err(Errno::EINTR) => None,
+            Err(Errno::ECHILD)
+                if current != target
+                    && may_become_leader
+                    && thread_tracer(target, target) == Some(me) =>
+            {
+                tracing::debug!(target, tid, "the seized thread exec'd and took the pid");
+                current = target;
+                continue;
+            }
+            Err(Errno::ECHILD) => return Ok(None),
+            Err(errno) => {
+                let_go(current);
+                return Err(format!("waitpid on thread {current}: {errno}"));
+            }
+        };
+        match status {
+            Some(WaitStatus::PtraceEvent(_, _, event))
                 if event == Event::PTRACE_EVENT_STOP as i32 =>
             {
-                return Ok(true);
+                return Ok(Some(current));
+            }
+            Some(WaitStatus::PtraceEvent(pid, _, event))
+                if event == Event::PTRACE_EVENT_EXEC as i32 =>
+            {
+                // The thread is the new image's leader now; the pending interrupt stops it
+                // on the signal path once it goes on.
+                tracing::debug!(target, tid, "the seized thread exec'd");
+                current = pid.as_raw();
+                if let Err(errno) = inject::resume(pid, None) {
+                    let_go(current);
+                    return Err(format!("PTRACE_CONT of thread {current}: {errno}"));
+                }
             }
             // On its way to a signal: deliver it (the pending interrupt then traps on the
             // signal path, after the handler's frame is set up).
-            Ok(WaitStatus::Stopped(_, signal)) => {
+            Some(WaitStatus::Stopped(_, signal)) => {
                 let _ = sys::interrupt(id);
                 if let Err(errno) = inject::resume(id, Some(signal)) {
                     let _ = sys::detach(id, Some(signal));
-                    return Err(format!("PTRACE_CONT of thread {tid}: {errno}"));
+                    return Err(format!("PTRACE_CONT of thread {current}: {errno}"));
                 }
             }
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => {
-                return Ok(false);
-            }
-            Ok(_) => {
+            Some(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return Ok(None),
+            Some(_) => {
                 let _ = inject::resume(id, None);
             }
-            Err(errno) => {
-                let _ = sys::detach(id, None);
-                return Err(format!("waitpid on thread {tid}: {errno}"));
-            }
+            None => {}
         }
+        if Instant::now() >= deadline {
+            let_go(current);
+            return Err(format!("thread {tid} did not stop in time"));
+        }
+        back_off(idle);
+        idle += 1;
+    }
+}
+
+/// Detach a thread seized by [`seize_one`] wherever it is. A thread that is not in a ptrace
+/// stop cannot be detached: it is interrupted, and detached at its stop. Bounded; the target
+/// is never left traced unless the thread does not stop within a second (then it stays traced
+/// until the dumper exits, and says so).
+fn let_go(tid: i32) {
+    let id = Pid::from_raw(tid);
+    match sys::detach(id, None) {
+        Ok(()) => return,
+        // Gone, or running.
+        Err(Errno::ESRCH) => {}
+        Err(errno) => tracing::warn!(tid, %errno, "PTRACE_DETACH failed"),
+    }
+    let _ = sys::interrupt(id);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut idle = 0;
+    loop {
+        match sys::poll_thread(id) {
+            Ok(Some(WaitStatus::Exited(..) | WaitStatus::Signaled(..))) | Err(Errno::ECHILD) => {
+                return;
+            }
+            Ok(Some(WaitStatus::Stopped(_, signal))) => {
+                if sys::detach(id, Some(signal)).is_ok() {
+                    return;
+                }
+            }
+            Ok(Some(_)) => {
+                if sys::detach(id, None).is_ok() {
+                    return;
+                }
+            }
+            Ok(None) | Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                tid,
+                "a thread of the target does not stop to be detached; it stays traced until \
+                 the dumper exits"
+            );
+            return;
+        }
+        back_off(idle);
+        idle += 1;
     }
 }
 
