@@ -585,7 +585,8 @@ fn write_prepared(
             guard.check(estimate)?;
             match request.compress {
                 Some(level) => SparseWriter::compressed(file.file(), level, Some(guard), estimate)?,
-                None => SparseWriter::new(file.file(), Some(guard), estimate),
+                None => SparseWriter::new(file.file(), Some(guard), estimate)
+                    .write_behind(prepared.stopped.is_none() && !held_by_caller),
             }
         }
         Destination::Stream(stream) => SparseWriter::stream(stream),

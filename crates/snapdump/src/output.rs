@@ -102,6 +102,8 @@ impl DumpFile {
         let file = self.file.take().expect("committed once");
         file.sync_all()
             .map_err(|e| Error::io("syncing the dump", e))?;
+        // On disk now: its pages need not stay in the host's page cache (advice only).
+        let _ = sys::drop_written(&file, 0, 0);
         let exists = |_| Error::OutputExists {
             path: self.destination.clone(),
         };
@@ -236,7 +238,24 @@ pub struct SparseWriter<'a> {
     /// Bytes still expected, for the guard's checks.
     remaining_estimate: u64,
     since_check: u64,
+    write_behind: Option<WriteBehind>,
 }
+
+/// Write-behind on a plain file: each window written is sent to disk at once, and with
+/// `pace`, the window before it is waited for and dropped from the page cache. The final fsync
+/// then has little left to do, and a dump of gigabytes neither piles up dirty pages nor pushes
+/// the host's cache out.
+#[derive(Debug)]
+struct WriteBehind {
+    /// Writeback was started up to here.
+    started: u64,
+    /// On disk and dropped from the cache up to here.
+    dropped: u64,
+    pace: bool,
+}
+
+/// How much is written before its writeback starts.
+const WRITE_BEHIND_WINDOW: u64 = 32 << 20;
 
 impl<'a> SparseWriter<'a> {
     pub fn new(file: &'a File, guard: Option<SpaceGuard>, estimate: u64) -> SparseWriter<'a> {
@@ -276,7 +295,23 @@ impl<'a> SparseWriter<'a> {
             guard,
             remaining_estimate: estimate,
             since_check: 0,
+            write_behind: None,
         }
+    }
+
+    /// Send written data to disk as the dump goes (plain files only). With `pace`, also wait
+    /// for it, a window behind, and keep it out of the page cache: right when the target runs
+    /// on (a snapshot), wrong when it is stopped until the dump ends (disk speed would then
+    /// lengthen its pause).
+    pub fn write_behind(mut self, pace: bool) -> SparseWriter<'a> {
+        if let Sink::File(_) = self.sink {
+            self.write_behind = Some(WriteBehind {
+                started: 0,
+                dropped: 0,
+                pace,
+            });
+        }
+        self
     }
 
     /// The offset the next byte goes to.
@@ -376,6 +411,19 @@ impl<'a> SparseWriter<'a> {
         self.written += len;
         self.buf_start += len;
         self.buf.clear();
+        if let (Sink::File(file), Some(behind)) = (&self.sink, &mut self.write_behind) {
+            let end = self.buf_start;
+            if end >= behind.started + WRITE_BEHIND_WINDOW {
+                // Advice: a failure here shows again, as an error, at the final fsync.
+                let _ = sys::start_writeback(file, behind.started, end - behind.started);
+                if behind.pace && behind.started > behind.dropped {
+                    let _ =
+                        sys::drop_written(file, behind.dropped, behind.started - behind.dropped);
+                    behind.dropped = behind.started;
+                }
+                behind.started = end;
+            }
+        }
         Ok(())
     }
 

@@ -298,6 +298,45 @@ pub fn rename_no_replace(from: &std::path::Path, to: &std::path::Path) -> nix::R
     renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE)
 }
 
+/// Start writing `[offset, offset + len)` of `file` to disk without waiting for it
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so the final fsync finds little left to do.
+pub fn start_writeback(file: &File, offset: u64, len: u64) -> nix::Result<()> {
+    // SAFETY: sync_file_range only reads its integer arguments; the descriptor is owned by
+    // `file`, which outlives the call.
+    let rc = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    nix::errno::Errno::result(rc).map(drop)
+}
+
+/// Wait until `[offset, offset + len)` of `file` is on disk, then drop it from the page cache
+/// (`posix_fadvise(DONTNEED)`): a dump must not push the host's useful cache out.
+pub fn drop_written(file: &File, offset: u64, len: u64) -> nix::Result<()> {
+    // SAFETY: as above: integers and a descriptor owned by `file`.
+    let rc = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        )
+    };
+    nix::errno::Errno::result(rc)?;
+    nix::fcntl::posix_fadvise(
+        file,
+        offset as libc::off_t,
+        len as libc::off_t,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+}
+
 /// Give an unnamed `O_TMPFILE` file the name `to`; fails with `EEXIST` if `to` exists.
 pub fn link_unnamed_file(file: &File, to: &std::path::Path) -> nix::Result<()> {
     use nix::fcntl::{AT_FDCWD, AtFlags};
