@@ -35,6 +35,9 @@ fn describe_found(found: &dotnet::DotnetProcess) -> String {
     );
     if let Some(cookie) = &found.instance_cookie {
         text += &format!(" uid={cookie}");
+        if found.cookie_synthesized {
+            text += " (snapdump's: this runtime has no instance cookie)";
+        }
     }
     text
 }

@@ -217,7 +217,7 @@ pub fn document() -> Value {
                     "properties": {
                         "pid": {"type": "integer"},
                         "uid": {"type": "string", "format": "uuid", "nullable": true,
-                                "description": "The .NET runtime instance cookie; null for other processes and .NET Core 3.1."},
+                                "description": "The .NET runtime instance cookie (for .NET Core 3.1, which has none, a stable one snapdump makes from the pid and the diagnostics socket key); null for other processes."},
                         "name": {"type": "string"},
                         "exeName": {"type": "string", "nullable": true},
                         "commandLine": {"type": "string"},

@@ -4,8 +4,10 @@
 //! made when it started (its "runtime instance cookie"); dotnet-monitor calls it the process's
 //! `uid`. [`snapdump::dotnet::detect_with_timeout`] asks for it: only processes that map
 //! `libcoreclr.so` and listen on a diagnostics socket are asked, each for at most
-//! [`ASK_TIMEOUT`]. Other processes, .NET Core 3.1 (whose runtime has no cookie) and runtimes
-//! started with `DOTNET_EnableDiagnostics=0` have no uid: `null` in `/processes`, and no `uid=`
+//! [`ASK_TIMEOUT`]. .NET Core 3.1, whose runtime has no cookie, gets a stable one made from
+//! the pid and its diagnostics socket's key ([`snapdump::dotnet::synthesized_cookie`], as
+//! dotnet-monitor proposed in dotnet/dotnet-monitor#49). Other processes and runtimes started
+//! with `DOTNET_EnableDiagnostics=0` have no uid: `null` in `/processes`, and no `uid=`
 //! selects them.
 //!
 //! A cookie never changes for the life of a process, so the ones found are kept, keyed by pid

@@ -304,9 +304,23 @@ fn detects_the_runtime_and_what_it_answers() {
     }
     assert_eq!(found.os, "Linux");
     // .NET Core 3.1 has no ProcessInfo (a .NET 5 command), hence no instance cookie: the
-    // details came from /proc, after the runtime said so.
+    // details came from /proc, after the runtime said so, and the uid is snapdump's, made from
+    // the socket's pid and key, the same at every look.
     assert_eq!(found.source, InfoSource::Proc);
-    assert_eq!(found.instance_cookie, None);
+    assert!(found.cookie_synthesized);
+    let cookie = found.instance_cookie.clone().expect("a synthesized uid");
+    assert_eq!(
+        Some(cookie.as_str()),
+        dotnet::synthesized_cookie(&found.socket).as_deref()
+    );
+    assert!(
+        cookie.starts_with(&format!("{:08x}-7364-8", host.pid)),
+        "{cookie}"
+    );
+    assert_eq!(
+        dotnet::detect(host.pid).and_then(|d| d.instance_cookie),
+        Some(cookie)
+    );
     let asked = dotnet::process_info(&found.socket, Duration::from_secs(5));
     match asked {
         Err(DotnetError::UnsupportedCommand { command, .. }) => assert_eq!(command, "ProcessInfo"),

@@ -8,7 +8,9 @@
 //! - `ProcessInfo2`/`ProcessInfo` (.NET 6/.NET 5 and later) give the runtime instance cookie
 //!   (dotnet-monitor's `uid`), the version, the command line, the OS and the architecture.
 //!   Older runtimes (.NET Core 3.1) answer `UnknownCommand`: [`detect`] then fills in what
-//!   `/proc` tells (no cookie: those runtimes have none).
+//!   `/proc` tells. Those runtimes have no cookie; as dotnet-monitor proposed for them
+//!   (dotnet/dotnet-monitor#49), snapdump makes a stable one from the pid and the socket's key
+//!   (the process's start time): [`synthesized_cookie`].
 //! - `GenerateCoreDump3`, `2` or `1` make the runtime run its `createdump`, which writes the
 //!   file itself: what SOS expects. [`runtime_dump_request`] wraps that in snapdump's rules:
 //!   default names, a partial file renamed into place only on success, the free-space
@@ -103,8 +105,11 @@ pub struct DotnetProcess {
     /// The runtime's product version (`8.0.1`), or for runtimes that do not say, the
     /// version folder libcoreclr.so was loaded from (`3.1.23`).
     pub runtime_version: Option<String>,
-    /// The runtime instance cookie, a GUID: dotnet-monitor's `uid`. .NET 5 and later.
+    /// The runtime instance cookie, a GUID: dotnet-monitor's `uid`. From the runtime for .NET
+    /// 5 and later; for older runtimes, made by snapdump ([`synthesized_cookie`]).
     pub instance_cookie: Option<String>,
+    /// Whether `instance_cookie` was made by snapdump rather than told by the runtime.
+    pub cookie_synthesized: bool,
     pub command_line: String,
     /// As the runtime names it: `Linux`.
     pub os: String,
@@ -152,6 +157,7 @@ fn describe_runtime(
             socket,
             runtime_version: info.runtime_version.clone().or(version_from_path),
             instance_cookie: Some(info.cookie_string()),
+            cookie_synthesized: false,
             command_line: info.command_line,
             os: info.os,
             arch: info.arch,
@@ -163,11 +169,13 @@ fn describe_runtime(
             if !matches!(error, DotnetError::UnsupportedCommand { .. }) {
                 tracing::debug!("pid {pid}: ProcessInfo failed: {error}");
             }
+            let cookie = synthesized_cookie(&socket);
             DotnetProcess {
                 pid,
+                cookie_synthesized: cookie.is_some(),
+                instance_cookie: cookie,
                 socket,
                 runtime_version: version_from_path,
-                instance_cookie: None,
                 command_line: crate::process::find::command_line(pid),
                 os: "Linux".into(),
                 arch: discover::exe_arch(pid).unwrap_or("unknown").into(),
@@ -177,6 +185,35 @@ fn describe_runtime(
             }
         }
     }
+}
+
+/// A stable instance id for a runtime that has no cookie (.NET Core 3.1), from its
+/// diagnostics socket's name `dotnet-diagnostic-{pid}-{key}-socket`: the same for the life of
+/// the process, different for a later process that reuses the pid (the key is the start time).
+/// An RFC 9562 version 8 (custom) GUID: the pid in bytes 0–3, `sd` in 4–5, the key's low 48
+/// bits in 10–15.
+pub fn synthesized_cookie(socket: &Path) -> Option<String> {
+    let name = socket.file_name()?.to_str()?;
+    let (pid, key) = name
+        .strip_prefix("dotnet-diagnostic-")?
+        .strip_suffix("-socket")?
+        .split_once('-')?;
+    let (pid, key) = (pid.parse::<u32>().ok()?, key.parse::<u64>().ok()?);
+    let mut bytes = [0u8; 16];
+    bytes[0..4].copy_from_slice(&pid.to_be_bytes());
+    bytes[4..6].copy_from_slice(b"sd");
+    bytes[6] = 0x80; // version 8
+    bytes[8] = 0x80; // RFC 9562 variant
+    bytes[10..16].copy_from_slice(&key.to_be_bytes()[2..]);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
 }
 
 /// ProcessInfo2, falling back to ProcessInfo when the runtime does not know it.
@@ -414,6 +451,24 @@ impl From<DotnetError> for crate::Error {
 mod tests {
     use super::*;
     use crate::process::procfs::parse_maps;
+
+    #[test]
+    fn synthesized_cookies_are_stable_guids_per_process() {
+        let cookie = |name: &str| synthesized_cookie(Path::new(&format!("/tmp/{name}")));
+        let a = cookie("dotnet-diagnostic-4242-123456789-socket").unwrap();
+        assert_eq!(a, "00001092-7364-8000-8000-0000075bcd15");
+        assert_eq!(
+            cookie("dotnet-diagnostic-4242-123456789-socket").as_ref(),
+            Some(&a)
+        );
+        // The same pid, a later process: another id.
+        assert_ne!(
+            cookie("dotnet-diagnostic-4242-123456790-socket").unwrap(),
+            a
+        );
+        assert_eq!(cookie("dotnet-diagnostic-x-1-socket"), None);
+        assert_eq!(cookie("something-else"), None);
+    }
 
     #[test]
     fn dump_type_names() {
