@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use crate::error::Result;
 use crate::process::link_map::{self, LinkMap};
-use crate::process::memory::ProcessMemory;
+use crate::process::memory::{PAGE_SIZE, ProcessMemory};
 use crate::process::procfs::{self, Mapping, Stat, Status};
 use crate::process::session::StoppedProcess;
 use crate::process::{self as proc, read_proc_file};
@@ -114,12 +114,15 @@ pub struct Capture {
     pub link_map: LinkMap,
     pub reason: DumpReason,
     pub captured_at: SystemTime,
+    /// Memory ranges the dump holds as zeros: the argument strings after argv[0] and the
+    /// environment strings, when the dump is redacted (see [`Capture::collect_with_hints`]).
+    pub redacted: Vec<(u64, u64)>,
 }
 
 impl Capture {
     /// Read everything but memory contents from a stopped process.
     pub fn collect(stopped: &StoppedProcess, memory: &dyn ProcessMemory) -> Result<Capture> {
-        Capture::collect_with_hints(stopped, memory, None)
+        Capture::collect_with_hints(stopped, memory, None, false)
     }
 
     /// [`Capture::collect`], taking the mappings' `smaps` details from `smaps_hints` — the
@@ -127,10 +130,15 @@ impl Capture {
     /// every page table (tens of milliseconds per GiB), which would lengthen the pause; `maps`
     /// is cheap. A mapping the hints do not cover (it appeared meanwhile) makes this read
     /// `smaps` after all.
+    ///
+    /// With `redact` (a Triage dump) the command line keeps only argv[0], `/proc/PID/environ`
+    /// is not read, and [`Capture::redacted`] lists where the other argument strings and the
+    /// environment strings lie in memory, for the writers to blank (see [`redaction`]).
     pub fn collect_with_hints(
         stopped: &StoppedProcess,
         memory: &dyn ProcessMemory,
         smaps_hints: Option<&[Mapping]>,
+        redact: bool,
     ) -> Result<Capture> {
         let pid = stopped.pid();
         let captured_at = SystemTime::now();
@@ -152,6 +160,16 @@ impl Capture {
         let parsed_auxv = link_map::parse_auxv(&auxv);
         let status_raw = read_proc_file(pid, "status")?;
         let stat = proc::read_stat(pid)?;
+        let mut cmdline = read_proc_file(pid, "cmdline").unwrap_or_default();
+        let (environ, redacted) = if redact {
+            cmdline.truncate(first_string_len(&cmdline));
+            (Vec::new(), redaction(pid, &stat, memory)?)
+        } else {
+            (
+                read_proc_file(pid, "environ").unwrap_or_default(),
+                Vec::new(),
+            )
+        };
         Ok(Capture {
             pid,
             stat,
@@ -159,14 +177,15 @@ impl Capture {
             status_raw,
             mappings,
             maps_raw,
-            cmdline: read_proc_file(pid, "cmdline").unwrap_or_default(),
-            environ: read_proc_file(pid, "environ").unwrap_or_default(),
+            cmdline,
+            environ,
             link_map: link_map::read_link_map(memory, &parsed_auxv),
             auxv,
             exe: std::fs::read_link(proc::proc_path(pid, "exe")).ok(),
             threads,
             reason: DumpReason::Requested,
             captured_at,
+            redacted,
         })
     }
 
@@ -185,6 +204,53 @@ impl Capture {
         let index = self.mappings.partition_point(|m| m.end <= addr);
         self.mappings.get(index).filter(|m| m.contains(addr))
     }
+}
+
+/// The length of the first NUL-terminated string of `bytes`, its NUL included (all of `bytes`
+/// when there is no NUL).
+fn first_string_len(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| b == 0)
+        .map_or(bytes.len(), |nul| nul + 1)
+}
+
+/// The memory a redacted dump blanks: the argument strings after argv[0] (`arg_start` to
+/// `arg_end` of `/proc/PID/stat`, argv[0] and its NUL kept so the program stays named) and the
+/// environment strings (`env_start` to `env_end`). The kernel put both at the top of the main
+/// thread's stack, which every mode stores. Copies the program made elsewhere (its heap,
+/// another stack) are not found; a mini selection holds no heap.
+pub fn redaction(pid: i32, stat: &Stat, memory: &dyn ProcessMemory) -> Result<Vec<(u64, u64)>> {
+    let (args, env) = (
+        (stat.arg_start, stat.arg_end),
+        (stat.env_start, stat.env_end),
+    );
+    if args.0 == 0 || env.0 == 0 || args.0 > args.1 || env.0 > env.1 {
+        // Without them nothing could be blanked: refuse rather than write the secrets.
+        return Err(crate::Error::Parse {
+            what: "the argument and environment addresses in /proc/PID/stat",
+            pid,
+        });
+    }
+    // argv[0] as it is in memory now, read page by page up to its NUL. Unreadable, or no NUL
+    // at all (a rewritten command line): keep none of it.
+    let mut keep = 0;
+    let mut addr = args.0;
+    while addr < args.1 {
+        let end = ((addr / PAGE_SIZE + 1) * PAGE_SIZE).min(args.1);
+        let Some(bytes) = memory.read_vec(addr, (end - addr) as usize) else {
+            break;
+        };
+        if let Some(nul) = bytes.iter().position(|&b| b == 0) {
+            keep = addr - args.0 + nul as u64 + 1;
+            break;
+        }
+        addr = end;
+    }
+    Ok([(args.0 + keep, args.1), env]
+        .into_iter()
+        .filter(|(s, e)| s < e)
+        .collect())
 }
 
 /// The mappings of `maps`, each with the `smaps` details of the hint that contains it (same
@@ -256,5 +322,46 @@ mod tests {
         // A mapping that appeared meanwhile, or a different file at the same place: no hint.
         assert!(with_hints(b"9000-a000 rw-p 00000000 00:00 0\n", &hints).is_none());
         assert!(with_hints(b"7000-8000 r--p 00000000 08:01 43 /lib/y.so\n", &hints).is_none());
+    }
+
+    /// Memory laid out as the kernel leaves it: `prog\0-x\0secret\0` then `A=1\0`.
+    struct Strings;
+    // argv[0] straddles a page boundary.
+    const ARGS: u64 = 0x7ffe_0000_0ffe;
+    impl ProcessMemory for Strings {
+        fn read_into(&self, addr: u64, buf: &mut [u8]) -> u64 {
+            let image = b"prog\0-x\0secret\0A=1\0";
+            for (i, b) in buf.iter_mut().enumerate() {
+                let at = (addr + i as u64).wrapping_sub(ARGS) as usize;
+                *b = image.get(at).copied().unwrap_or(b'?');
+            }
+            0
+        }
+    }
+
+    #[test]
+    fn redaction_keeps_argv0_and_blanks_the_rest() {
+        let stat = Stat {
+            arg_start: ARGS,
+            arg_end: ARGS + 17,
+            env_start: ARGS + 17,
+            env_end: ARGS + 21,
+            ..Stat::default()
+        };
+        let ranges = redaction(1, &stat, &Strings).unwrap();
+        assert_eq!(ranges, [(ARGS + 5, ARGS + 17), (ARGS + 17, ARGS + 21)]);
+        // No NUL in the argument block (a rewritten command line): all of it goes.
+        let rewritten = Stat {
+            arg_end: ARGS + 4,
+            ..stat.clone()
+        };
+        assert_eq!(
+            redaction(1, &rewritten, &Strings).unwrap()[0],
+            (ARGS, ARGS + 4)
+        );
+        // Without the addresses (an old kernel, or withheld) a redacted dump is refused.
+        assert!(redaction(1, &Stat::default(), &Strings).is_err());
+        assert_eq!(first_string_len(b"prog\0-x\0"), 5);
+        assert_eq!(first_string_len(b"prog"), 4);
     }
 }

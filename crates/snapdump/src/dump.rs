@@ -18,7 +18,7 @@ use crate::elf::{self, CoreLayout};
 use crate::error::{Error, Result};
 use crate::minidump;
 use crate::output::{DumpFile, SpaceGuard, SparseWriter, parent_dir};
-use crate::process::memory::{LiveMemory, ProcessMemory};
+use crate::process::memory::{LiveMemory, ProcessMemory, Redacted};
 use crate::process::pagemap::PageScanner;
 use crate::process::session::StoppedProcess;
 use crate::process::{self, find};
@@ -96,6 +96,13 @@ pub struct DumpRequest {
     pub output: Option<PathBuf>,
     pub overwrite: bool,
     pub include_dont_dump: bool,
+    /// Leave out what identifies the run rather than the code (dotnet-monitor's Triage): the
+    /// command line keeps only argv[0] (NT_PRPSINFO, the minidump's LinuxCmdLine), the
+    /// environment is not captured (LinuxEnviron stays empty), and the argument and
+    /// environment strings at the top of the main thread's stack are written as zeros.
+    /// Registers, stacks, modules and build ids are kept. Usually with [`Mode::Mini`]: larger
+    /// modes store the heap, where the program's own copies of such strings live.
+    pub redact: bool,
     /// Bytes that must stay free on the output's filesystem; `None`: 5% of it or 1 GiB.
     pub min_free: Option<u64>,
     /// Write a zstd stream at this level (`.zst` is added to default names).
@@ -123,6 +130,7 @@ impl std::fmt::Debug for DumpRequest {
             .field("mode", &self.mode)
             .field("output", &self.output)
             .field("overwrite", &self.overwrite)
+            .field("redact", &self.redact)
             .finish_non_exhaustive()
     }
 }
@@ -136,6 +144,7 @@ impl DumpRequest {
             output: None,
             overwrite: false,
             include_dont_dump: false,
+            redact: false,
             min_free: None,
             compress: None,
             max_size: None,
@@ -164,6 +173,11 @@ impl DumpRequest {
 
     pub fn overwrite(mut self, overwrite: bool) -> Self {
         self.overwrite = overwrite;
+        self
+    }
+
+    pub fn redact(mut self, redact: bool) -> Self {
+        self.redact = redact;
         self
     }
 
@@ -200,6 +214,8 @@ pub struct DumpReport {
     pub name: String,
     pub mode: Mode,
     pub format: Format,
+    /// The command line, environment and their strings in memory were left out (Triage).
+    pub redacted: bool,
     pub threads: usize,
     /// Program headers of type PT_LOAD, and how many hold contents.
     pub segments: usize,
@@ -343,8 +359,12 @@ fn stop_capture_plan(request: &DumpRequest, pid: i32, state_before: u8) -> Resul
     fault::stall_point("stopped", &request.cancel)?;
     let t = Instant::now();
     let target_memory = LiveMemory::new(pid);
-    let mut capture =
-        Capture::collect_with_hints(&stopped, &target_memory, smaps_hints.as_deref())?;
+    let mut capture = Capture::collect_with_hints(
+        &stopped,
+        &target_memory,
+        smaps_hints.as_deref(),
+        request.redact,
+    )?;
     // While traced every thread reads as 't'; record the state it was in before.
     capture.stat.state = state_before;
     pause.registers = t.elapsed();
@@ -519,7 +539,7 @@ fn prepare_held(
     let pid = stopped.pid();
     let t = Instant::now();
     let memory = LiveMemory::new(pid);
-    let mut capture = Capture::collect(stopped, &memory)?;
+    let mut capture = Capture::collect_with_hints(stopped, &memory, None, request.redact)?;
     capture.reason = reason;
     let registers = t.elapsed();
     let t = Instant::now();
@@ -601,7 +621,9 @@ fn write_prepared(
         // The writer checks the cancel flag before its next chunk.
         let _ = fault::stall_point("writing", &cancel);
     };
-    let memory = &*prepared.memory;
+    // A redacted dump reads its argument and environment strings as zeros.
+    let redacted = Redacted::new(&*prepared.memory, &capture.redacted);
+    let memory: &dyn ProcessMemory = &redacted;
     let stats = match request.format {
         Format::Elf => elf::write_core(
             capture,
@@ -686,6 +708,7 @@ fn report(
         name: capture.name(),
         mode: request.mode,
         format: request.format,
+        redacted: request.redact,
         threads: capture.threads.len(),
         segments: plan.segments.len(),
         stored_segments: plan.stored_segments().count(),

@@ -336,6 +336,7 @@ mod tests {
             link_map: LinkMap::default(),
             reason: DumpReason::Requested,
             captured_at: std::time::SystemTime::now(),
+            redacted: Vec::new(),
         };
         let plan = Plan {
             segments,

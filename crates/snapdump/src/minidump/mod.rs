@@ -696,6 +696,7 @@ mod tests {
                 siginfo,
             },
             captured_at: std::time::SystemTime::now(),
+            redacted: Vec::new(),
         }
     }
 

@@ -109,3 +109,65 @@ impl ProcessMemory for LiveMemory {
         self.read_mem_file(addr + done as u64, &mut buf[done..])
     }
 }
+
+/// Another source's memory with some ranges blanked: bytes inside them read as zeros (a
+/// redacted dump's argument and environment strings). Both writers read through it, so the
+/// blanked bytes reach neither the ELF segments nor the minidump's memory lists.
+pub struct Redacted<'a> {
+    inner: &'a dyn ProcessMemory,
+    ranges: Vec<(u64, u64)>,
+}
+
+impl<'a> Redacted<'a> {
+    /// `ranges` are `[start, end)` pairs, in any order.
+    pub fn new(inner: &'a dyn ProcessMemory, ranges: &[(u64, u64)]) -> Redacted<'a> {
+        Redacted {
+            inner,
+            ranges: ranges.iter().copied().filter(|(s, e)| s < e).collect(),
+        }
+    }
+}
+
+impl ProcessMemory for Redacted<'_> {
+    fn read_into(&self, addr: u64, buf: &mut [u8]) -> u64 {
+        let missing = self.inner.read_into(addr, buf);
+        let end = addr.saturating_add(buf.len() as u64);
+        for &(start, stop) in &self.ranges {
+            let (start, stop) = (start.max(addr), stop.min(end));
+            if start < stop {
+                buf[(start - addr) as usize..(stop - addr) as usize].fill(0);
+            }
+        }
+        missing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte reads as the low byte of its address, never zero.
+    struct Ones;
+    impl ProcessMemory for Ones {
+        fn read_into(&self, addr: u64, buf: &mut [u8]) -> u64 {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = ((addr + i as u64) as u8) | 1;
+            }
+            0
+        }
+    }
+
+    #[test]
+    fn redacted_ranges_read_as_zeros() {
+        let memory = Redacted::new(&Ones, &[(110, 120), (95, 102), (130, 130)]);
+        let bytes = memory.read_vec(100, 40).unwrap();
+        let zeros: Vec<usize> = (0..40).filter(|&i| bytes[i] == 0).collect();
+        let expected: Vec<usize> = (0..2).chain(10..20).collect();
+        assert_eq!(zeros, expected);
+        // Reads that miss every range are untouched; reads inside one are all zeros.
+        assert!(memory.read_vec(200, 8).unwrap().iter().all(|&b| b != 0));
+        assert_eq!(memory.read_vec(112, 4).unwrap(), [0; 4]);
+        // A read straddling a range's end: zeros up to it, memory after.
+        assert_eq!(memory.read_vec(98, 6).unwrap(), [0, 0, 0, 0, 103, 103]);
+    }
+}

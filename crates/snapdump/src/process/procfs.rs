@@ -27,6 +27,13 @@ pub struct Stat {
     pub nice: i64,
     pub num_threads: i64,
     pub starttime: u64,
+    /// Where the argument strings (`argv[0]\0argv[1]\0…`) and the environment strings sit in
+    /// the process's memory, at the top of the main thread's stack (fields 48–51, Linux 3.5+);
+    /// 0 when the kernel withholds or lacks them.
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
 }
 
 /// `PF_KTHREAD` from include/linux/sched.h.
@@ -50,6 +57,7 @@ pub fn parse_stat(bytes: &[u8]) -> Option<Stat> {
     // fields[0] is field 3 of proc(5) (state); field N is fields[N - 3].
     let field = |n: usize| fields.get(n - 3).copied();
     let num = |n: usize| field(n).and_then(|f| f.parse::<i64>().ok());
+    let address = |n: usize| field(n).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     Some(Stat {
         pid,
         comm,
@@ -65,6 +73,10 @@ pub fn parse_stat(bytes: &[u8]) -> Option<Stat> {
         nice: num(19)?,
         num_threads: num(20)?,
         starttime: num(22)? as u64,
+        arg_start: address(48),
+        arg_end: address(49),
+        env_start: address(50),
+        env_end: address(51),
     })
 }
 
@@ -410,6 +422,26 @@ mod tests {
         assert_eq!(stat.nice, 0);
         assert_eq!(stat.num_threads, 3);
         assert_eq!(stat.starttime, 12345);
+    }
+
+    #[test]
+    fn stat_argument_and_environment_addresses() {
+        let line = b"9 (t) S 1 9 9 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0 \
+18446744073709551615 1 2 3 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 4 5 6 \
+140737488346000 140737488346100 140737488346100 140737488347000 0\n";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!(stat.starttime, 5);
+        assert_eq!(
+            (stat.arg_start, stat.arg_end),
+            (140737488346000, 140737488346100)
+        );
+        assert_eq!(
+            (stat.env_start, stat.env_end),
+            (140737488346100, 140737488347000)
+        );
+        // An older kernel's shorter line: no addresses, still parsed.
+        let short = parse_stat(b"9 (t) S 1 9 9 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0").unwrap();
+        assert_eq!((short.arg_start, short.env_end), (0, 0));
     }
 
     #[test]
