@@ -464,9 +464,15 @@ pub struct Target {
 impl Target {
     /// Spawns the target with `args` and waits (at most 30 s) for its READY line.
     pub fn spawn(args: &[&str]) -> Target {
+        Target::spawn_with_env(args, &[])
+    }
+
+    /// [`Target::spawn`] with `env` added to the inherited environment.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Target {
         let exe = target_exe();
         let mut child = Command::new(&exe)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -54,7 +54,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 const USAGE: &str =
     "usage: snapdump-test-target [--seed N] [--sparse-reserve-mb R --sparse-touch-pct P] \
-[--touch-mb M] [--no-core] [--heartbeat] [--exec-every-ms N]
+[--touch-mb M] [--no-core] [--heartbeat] [--exec-every-ms N] [--label TEXT]
 commands on stdin: ping | wake <text> | status | spawn N | grow MB | fds N | maxgap | crash | exit
   | handle-usr1 | usr1 | exec [main]
 exec: answers `execing from <thread>`, then a new thread (or, with `main`, the main thread) calls
@@ -64,7 +64,8 @@ execve on /proc/self/exe with the same arguments and seed; the new image prints
 handle-usr1: count SIGUSR1s instead of dying of them (thread sd-signals); `usr1` answers
 `usr1 <count>`
 --heartbeat: thread sd-heartbeat ticks every 1 ms; `maxgap` answers `maxgap <us>` (the longest
-gap between ticks since the previous maxgap) and resets it";
+gap between ticks since the previous maxgap) and resets it
+--label TEXT: ignored (tests put recognisable strings in the command line)";
 
 /// Prints one line to stdout and flushes; errors (closed stdout) are ignored.
 fn say(line: &str) {
@@ -231,6 +232,9 @@ fn parse_args() -> Opts {
             "--touch-mb" => o.touch_mb = Some(value(&a, args.next())),
             "--no-core" => o.no_core = true,
             "--heartbeat" => o.heartbeat = true,
+            "--label" => {
+                args.next();
+            }
             "--exec-every-ms" => o.exec_every_ms = Some(value(&a, args.next())),
             "--execs" => o.execs = value(&a, args.next()),
             "-h" | "--help" => {
