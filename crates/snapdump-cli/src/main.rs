@@ -47,7 +47,7 @@ enum Command {
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "name"])))]
-#[command(group(clap::ArgGroup::new("modes").args(["mini", "heap", "full", "mode"])))]
+#[command(group(clap::ArgGroup::new("modes").args(["mini", "triage", "heap", "full", "mode"])))]
 struct DumpArgs {
     /// The process id to dump.
     #[arg(long, short = 'p')]
@@ -60,6 +60,11 @@ struct DumpArgs {
     /// Threads, registers and stacks only: enough for backtraces (≤ 1 MiB usually).
     #[arg(long)]
     mini: bool,
+
+    /// Mini without what identifies the run: command-line arguments after argv[0] and the
+    /// environment are left out, and blanked in memory (dotnet-monitor's Triage).
+    #[arg(long, conflicts_with_all = ["runtime_dump", "dump_type"])]
+    triage: bool,
 
     /// Mini plus all heap and anonymous memory and written data; no code (the default).
     #[arg(long)]
@@ -251,7 +256,7 @@ fn cancel_on_signals() -> Cancel {
 
 fn run_dump(args: DumpArgs) -> ExitCode {
     init_logging(args.verbose, args.quiet);
-    let mode = match (args.mini, args.full, args.mode) {
+    let mode = match (args.mini || args.triage, args.full, args.mode) {
         (true, _, _) => Mode::Mini,
         (_, true, _) => Mode::Full,
         (_, _, Some(mode)) => mode,
@@ -266,6 +271,7 @@ fn run_dump(args: DumpArgs) -> ExitCode {
         .mode(mode)
         .format(args.format)
         .overwrite(args.overwrite)
+        .redact(args.triage)
         .cancel(cancel_on_signals());
     request.output = args.output;
     request.include_dont_dump = args.include_dontdump;
@@ -407,7 +413,11 @@ fn summary(report: &DumpReport) -> String {
     let mut line = format!(
         "snapdump: {} {} of {} (pid {}): {} threads, {} of {} regions stored, {} on disk \
          ({} apparent); target {} {} ms ({parts}); total {} ms",
-        report.mode,
+        if report.redacted {
+            format!("{} redacted", report.mode)
+        } else {
+            report.mode.to_string()
+        },
         match report.format {
             Format::Elf => "core",
             Format::Minidump => "minidump",

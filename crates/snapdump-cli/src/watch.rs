@@ -13,7 +13,7 @@ use snapdump::{DumpRequest, Format, Mode, TargetSpec};
 /// crash, an exit — or, with no trigger, now and then every -s seconds.
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("target").required(true).args(["pid", "name"])))]
-#[command(group(ArgGroup::new("modes").args(["mini", "heap", "full", "mode"])))]
+#[command(group(ArgGroup::new("modes").args(["mini", "triage", "heap", "full", "mode"])))]
 pub struct WatchArgs {
     /// The process id to watch.
     #[arg(long, short = 'p')]
@@ -97,6 +97,11 @@ pub struct WatchArgs {
     #[arg(long, help_heading = "Dumps")]
     mini: bool,
 
+    /// Mini without what identifies the run: command-line arguments after argv[0] and the
+    /// environment are left out, and blanked in memory (dotnet-monitor's Triage).
+    #[arg(long, help_heading = "Dumps")]
+    triage: bool,
+
     /// Mini plus all heap and anonymous memory and written data; no code (the default).
     #[arg(long, help_heading = "Dumps")]
     heap: bool,
@@ -179,7 +184,7 @@ impl WatchArgs {
             },
             (None, None) => unreachable!("clap requires --pid or --name"),
         };
-        let mode = match (self.mini, self.full, self.mode) {
+        let mode = match (self.mini || self.triage, self.full, self.mode) {
             (true, _, _) => Mode::Mini,
             (_, true, _) => Mode::Full,
             (_, _, Some(mode)) => mode,
@@ -188,6 +193,7 @@ impl WatchArgs {
         let mut dump = DumpRequest::new(TargetSpec::Pid(0))
             .mode(mode)
             .format(self.format)
+            .redact(self.triage)
             .cancel(cancel);
         dump.output = self.output.clone();
         dump.compress = self.compress;
