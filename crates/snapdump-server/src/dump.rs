@@ -11,9 +11,9 @@
 //! proper problem response. After that a failure can only abort the chunked body.
 //!
 //! Heap and Full dumps are written from a copy-on-write snapshot (the engine's default), so the
-//! target runs on while a slow client reads; Mini dumps, and snapshots the kernel refuses,
-//! hold the target stopped until the last byte is handed over, so a slow reader holds it
-//! longer. Cancel with `DELETE /operations/{id}`.
+//! target runs on while a slow client reads; Mini and Triage dumps, and snapshots the kernel
+//! refuses, hold the target stopped until the last byte is handed over, so a slow reader holds
+//! it longer. Cancel with `DELETE /operations/{id}`.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -69,13 +69,19 @@ impl DumpType {
         }
     }
 
-    /// The engine's mode. Triage is Mini for now: the engine does not redact yet.
+    /// The engine's mode: Triage is a redacted Mini (see [`DumpType::redacts`]).
     pub fn mode(self) -> Mode {
         match self {
             DumpType::Mini | DumpType::Triage => Mode::Mini,
             DumpType::WithHeap => Mode::Heap,
             DumpType::Full => Mode::Full,
         }
+    }
+
+    /// Whether the dump leaves out the command line and environment (Triage:
+    /// [`DumpRequest::redact`]).
+    pub fn redacts(self) -> bool {
+        self == DumpType::Triage
     }
 
     pub fn as_str(self) -> &'static str {
@@ -312,6 +318,7 @@ pub async fn get_dump(
     );
     let mut request = DumpRequest::new(TargetSpec::Pid(target.pid))
         .mode(dump_type.mode())
+        .redact(dump_type.redacts())
         .format(format)
         .cancel(cancel);
     request.guardian = state.snapshot_guardian.clone();
@@ -603,7 +610,9 @@ mod tests {
     fn dump_types() {
         assert_eq!(DumpType::parse(None).unwrap(), DumpType::WithHeap);
         assert_eq!(DumpType::parse(Some("full")).unwrap().mode(), Mode::Full);
-        assert_eq!(DumpType::parse(Some("Triage")).unwrap().mode(), Mode::Mini);
+        let triage = DumpType::parse(Some("Triage")).unwrap();
+        assert_eq!(triage.mode(), Mode::Mini);
+        assert!(triage.redacts() && !DumpType::Mini.redacts());
         assert_eq!(DumpType::parse(Some("Huge")).unwrap_err().code, "bad_type");
         assert_eq!(parse_format(Some("MINIDUMP")).unwrap(), Format::Minidump);
         assert_eq!(parse_format(Some("pdf")).unwrap_err().code, "bad_format");

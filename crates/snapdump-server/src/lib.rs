@@ -28,8 +28,8 @@
 //!
 //! `uid` selects a .NET process by its runtime instance cookie ([`uid`]).
 //!
-//! Not yet: Triage's redaction. `type=Triage` is taken as Mini, and is NOT redacted: the
-//! engine does not remove environment values or command-line arguments yet.
+//! `type=Triage` is a redacted Mini ([`snapdump::DumpRequest::redact`]): no command-line
+//! arguments but argv[0], no environment.
 
 pub mod auth;
 pub mod config;

@@ -48,7 +48,7 @@ pub fn document() -> Value {
     let mut dump_parameters = selector_parameters();
     dump_parameters.extend([
         json!({"name": "type", "in": "query", "required": false,
-               "description": "What goes in: Mini (threads, stacks), WithHeap (the default: plus heap and written data), Full (everything). Triage is taken as Mini and is NOT redacted yet: environment values and command-line arguments stay in the dump (at the top of the main thread's stack, in the process notes or minidump streams).",
+               "description": "What goes in: Mini (threads, stacks), WithHeap (the default: plus heap and written data), Full (everything), Triage (Mini without what identifies the run: the command line keeps only argv[0] and the environment is left out, blanked in memory at the top of the main thread's stack, in the process notes and in the minidump's LinuxCmdLine and LinuxEnviron streams; registers, stacks and modules are kept).",
                "schema": {"type": "string", "enum": ["Mini", "WithHeap", "Triage", "Full"], "default": "WithHeap"}}),
         json!({"name": "format", "in": "query", "required": false,
                "schema": {"type": "string", "enum": ["elf", "minidump"], "default": "elf"}}),

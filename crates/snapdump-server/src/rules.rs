@@ -274,6 +274,7 @@ impl Rule {
         spec.duration = duration("duration", &config.duration)?;
         spec.dump = DumpRequest::new(TargetSpec::Pid(0))
             .mode(dump_type.mode())
+            .redact(dump_type.redacts())
             .format(format);
 
         let mut tags = vec![format!("rule:{name}")];

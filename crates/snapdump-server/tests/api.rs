@@ -9,7 +9,7 @@ use axum::http::{Method, StatusCode, header};
 use common::*;
 use http_body_util::BodyExt;
 use snapdump_server::egress::EgressProvider;
-use snapdump_test_support::{Target, assert_running_untraced};
+use snapdump_test_support::{Target, assert_running_untraced, find_subsequence};
 use tower::ServiceExt;
 
 /// Every route the router serves, as (method, path as in the document, a path to call).
@@ -348,6 +348,48 @@ async fn dump_as_minidump() {
     let op = get(&app, &reply.location(), &key).await.json();
     assert_eq!(op["type"], "Triage");
     assert_eq!(op["format"], "minidump");
+}
+
+#[tokio::test]
+async fn triage_dumps_hold_no_arguments_or_environment() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let tag = format!("{}x{nanos:08x}", std::process::id());
+    let (env_secret, arg_secret) = (format!("hunter2-{tag}"), format!("argsecret-{tag}"));
+    let target = Target::spawn_with_env(
+        &["--label", &arg_secret],
+        &[("SNAPDUMP_TEST_SECRET", &env_secret)],
+    );
+    let (state, key) = state_with_key(1, vec![]);
+    let app = router(&state);
+    for (dump_type, format, kept) in [
+        ("Mini", "elf", true),
+        ("Triage", "elf", false),
+        ("Triage", "minidump", false),
+    ] {
+        let reply = get(
+            &app,
+            &format!(
+                "/dump?pid={}&type={dump_type}&format={format}",
+                target.pid()
+            ),
+            &key,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{dump_type} {format}");
+        for secret in [&env_secret, &arg_secret] {
+            assert_eq!(
+                find_subsequence(&reply.body, secret.as_bytes()).is_some(),
+                kept,
+                "{dump_type} {format}: {secret} in the dump should be {kept}"
+            );
+        }
+        let op = wait_finished(&app, &reply.location(), &key, Duration::from_secs(10)).await;
+        assert_eq!(op["type"], dump_type);
+    }
+    assert_running_untraced(target.pid());
 }
 
 #[tokio::test]
