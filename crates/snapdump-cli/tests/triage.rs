@@ -109,6 +109,11 @@ fn triage_dumps_hold_no_arguments_or_environment() {
             "{name}: psargs is {:?}",
             text(&psargs(&core))
         );
+        // snapdump's note says the dump is redacted.
+        assert!(
+            found(&core, "mode=mini\nredacted=args,environ\n"),
+            "{name}: no redaction in the SNAPDUMP note"
+        );
         // argv[0] itself is kept in memory too.
         assert!(
             find_subsequence(&core, &argv0).is_some(),

@@ -62,7 +62,10 @@ pub struct CoreLayout {
 impl CoreLayout {
     pub fn new(capture: &Capture, plan: &Plan) -> CoreLayout {
         let mut notes = notes::build_notes(capture);
-        notes.extend(notes::snapdump_note(plan.mode));
+        notes.extend(notes::snapdump_note(
+            plan.mode,
+            !capture.redacted.is_empty(),
+        ));
         let phnum = 1 + loads(plan, 0).count() as u64;
         let mut offset = EHDR_SIZE + phnum * PHDR_SIZE;
         if phnum >= PN_XNUM as u64 {

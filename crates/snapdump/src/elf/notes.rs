@@ -230,14 +230,18 @@ pub fn build_notes(capture: &Capture) -> Vec<u8> {
 pub const SNAPDUMP_OWNER: &[u8] = b"SNAPDUMP";
 pub const NT_SNAPDUMP_INFO: u32 = 1;
 
-/// The note's payload: `key=value` lines (`writer=snapdump VERSION`, `mode=MODE`).
-pub fn snapdump_note(mode: crate::select::Mode) -> Vec<u8> {
+/// The note's payload: `key=value` lines (`writer=snapdump VERSION`, `mode=MODE`, and
+/// `redacted=args,environ` for a triage dump).
+pub fn snapdump_note(mode: crate::select::Mode, redacted: bool) -> Vec<u8> {
     let mut notes = NoteWriter::default();
-    let payload = format!(
+    let mut payload = format!(
         "writer=snapdump {}\nmode={}\n",
         env!("CARGO_PKG_VERSION"),
         mode.as_str()
     );
+    if redacted {
+        payload.push_str("redacted=args,environ\n");
+    }
     notes.note(SNAPDUMP_OWNER, NT_SNAPDUMP_INFO, payload.as_bytes());
     notes.bytes
 }
