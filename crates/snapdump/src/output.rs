@@ -454,50 +454,114 @@ impl<'a> SparseWriter<'a> {
     }
 }
 
-/// Copies memory runs into a dump a chunk at a time, checking for cancellation and reporting
-/// progress; both writers stream their memory through it.
-pub struct MemoryCopier {
-    buf: Vec<u8>,
-    /// Bytes copied so far.
+/// What copying memory into a dump found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Bytes copied.
     pub done: u64,
-    /// Bytes that could not be read (written as zeros).
+    /// Bytes that could not be read (handed on as zeros).
     pub unreadable: u64,
 }
 
-impl Default for MemoryCopier {
-    fn default() -> MemoryCopier {
-        MemoryCopier {
-            buf: vec![0u8; crate::elf::READ_CHUNK],
-            done: 0,
-            unreadable: 0,
-        }
-    }
+/// Up to [`crate::elf::READ_CHUNK`] bytes read in one go: several small runs, or part of a
+/// large one.
+struct Batch {
+    buf: Vec<u8>,
+    /// `(address, length)` of each piece in `buf`, in order.
+    pieces: Vec<(u64, usize)>,
+    unreadable: u64,
 }
 
-impl MemoryCopier {
-    /// Copy `[start, end)` of `memory` to the writer's current position; long zero runs
-    /// become holes.
-    pub fn copy(
-        &mut self,
-        memory: &dyn crate::process::memory::ProcessMemory,
-        (start, end): (u64, u64),
-        out: &mut SparseWriter<'_>,
-        progress: &mut dyn FnMut(u64),
-        cancel: &crate::Cancel,
-    ) -> Result<()> {
-        let mut addr = start;
-        while addr < end {
-            cancel.check()?;
-            let len = ((end - addr) as usize).min(self.buf.len());
-            let chunk = &mut self.buf[..len];
-            self.unreadable += memory.read_into(addr, chunk);
-            out.write_sparse(chunk)?;
-            addr += len as u64;
-            self.done += len as u64;
-            progress(self.done);
-        }
-        Ok(())
+/// Batches in flight: one being read, one queued, one being written. The dumper's memory
+/// stays at a few of them whatever the target's size.
+const BATCHES: usize = 3;
+
+/// Copy the `runs` of `memory` into a dump, reading on a thread of its own while this thread
+/// writes: `place` gets each piece with its address, in the order of `runs`. Reading (a page
+/// walk and a copy in the kernel) and writing (another copy, into the page cache) then take
+/// the time of the slower, not of both. Cancelling stops the reader at its next chunk.
+pub fn copy_memory(
+    memory: &dyn crate::process::memory::ProcessMemory,
+    runs: impl Iterator<Item = (u64, u64)> + Send,
+    place: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+    progress: &mut dyn FnMut(u64),
+    cancel: &crate::Cancel,
+) -> Result<CopyStats> {
+    use std::sync::mpsc;
+    let chunk = crate::elf::READ_CHUNK;
+    let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(1);
+    let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
+    for _ in 0..BATCHES {
+        let _ = empty_tx.send(Batch {
+            buf: Vec::with_capacity(chunk),
+            pieces: Vec::new(),
+            unreadable: 0,
+        });
     }
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> Result<()> {
+            // A closed channel means the writer stopped (an error): stop too.
+            let Ok(mut batch) = empty_rx.recv() else {
+                return Ok(());
+            };
+            for (start, end) in runs {
+                let mut addr = start;
+                while addr < end {
+                    cancel.check()?;
+                    let len = ((end - addr) as usize).min(chunk);
+                    if batch.buf.len() + len > chunk {
+                        if full_tx.send(batch).is_err() {
+                            return Ok(());
+                        }
+                        let Ok(next) = empty_rx.recv() else {
+                            return Ok(());
+                        };
+                        batch = next;
+                    }
+                    let at = batch.buf.len();
+                    batch.buf.resize(at + len, 0);
+                    batch.unreadable += memory.read_into(addr, &mut batch.buf[at..]);
+                    batch.pieces.push((addr, len));
+                    addr += len as u64;
+                }
+            }
+            if !batch.pieces.is_empty() {
+                let _ = full_tx.send(batch);
+            }
+            Ok(())
+        });
+        let mut stats = CopyStats::default();
+        let mut write = || -> Result<()> {
+            for mut batch in full_rx.iter() {
+                let mut at = 0;
+                for &(addr, len) in &batch.pieces {
+                    place(addr, &batch.buf[at..at + len])?;
+                    at += len;
+                    stats.done += len as u64;
+                }
+                stats.unreadable += batch.unreadable;
+                progress(stats.done);
+                // The reader may be done already: the writer answers a cancel too.
+                cancel.check()?;
+                batch.buf.clear();
+                batch.pieces.clear();
+                batch.unreadable = 0;
+                let _ = empty_tx.send(batch);
+            }
+            Ok(())
+        };
+        let written = write();
+        // Unblock a reader waiting to send or for a buffer.
+        drop(full_rx);
+        drop(empty_tx);
+        let read = match reader.join() {
+            Ok(read) => read,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        written?;
+        read?;
+        Ok(stats)
+    })
 }
 
 fn is_zero(bytes: &[u8]) -> bool {

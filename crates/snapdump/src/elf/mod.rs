@@ -17,7 +17,7 @@ use object::pod::bytes_of;
 use crate::Cancel;
 use crate::capture::Capture;
 use crate::error::Result;
-use crate::output::{MemoryCopier, SparseWriter};
+use crate::output::{SparseWriter, copy_memory};
 use crate::process::memory::ProcessMemory;
 use crate::select::Plan;
 
@@ -105,7 +105,7 @@ fn loads(plan: &Plan, data_offset: u64) -> impl Iterator<Item = Load> + '_ {
         .enumerate()
         .flat_map(|(index, segment)| {
             // (start, end, stored) pieces: the runs and the gaps around them.
-            let pieces: Box<dyn Iterator<Item = (u64, u64, bool)>> = if segment.stored {
+            let pieces: Box<dyn Iterator<Item = (u64, u64, bool)> + Send> = if segment.stored {
                 let mut at = segment.start;
                 let gaps_and_runs = segment.runs.iter().flat_map(move |&(start, end)| {
                     let gap = (at, start, false);
@@ -251,19 +251,25 @@ pub fn write_core(
     write_headers(capture, plan, layout, &mut out)?;
     debug_assert_eq!(out.position(), layout.notes_offset);
     out.write(&layout.notes)?;
-    let mut copier = MemoryCopier::default();
-    for load in layout.loads(plan).filter(|l| l.filesz > 0) {
-        out.skip_to(load.offset)?;
-        copier.copy(
-            memory,
-            (load.vaddr, load.vaddr + load.filesz),
-            &mut out,
-            progress,
-            cancel,
-        )?;
-    }
+    let mut stored = layout.loads(plan).filter(|l| l.filesz > 0).peekable();
+    let mut place = |addr: u64, bytes: &[u8]| {
+        // Pieces come in file order: the load holding `addr` is the current one or a later one.
+        while let Some(load) = stored.peek()
+            && addr >= load.vaddr + load.filesz
+        {
+            stored.next();
+        }
+        let load = stored.peek().expect("every piece has its PT_LOAD");
+        out.skip_to(load.offset + (addr - load.vaddr))?;
+        out.write_sparse(bytes)
+    };
+    let runs = layout
+        .loads(plan)
+        .filter(|l| l.filesz > 0)
+        .map(|l| (l.vaddr, l.vaddr + l.filesz));
+    let copied = copy_memory(memory, runs, &mut place, progress, cancel)?;
     out.skip_to(layout.total_len)?;
-    stats.unreadable_bytes = copier.unreadable;
+    stats.unreadable_bytes = copied.unreadable;
     stats.disk_bytes = out.written();
     stats.file_len = layout.total_len;
     out.finish()?;

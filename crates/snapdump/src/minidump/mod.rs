@@ -30,7 +30,7 @@ use crate::Cancel;
 use crate::capture::{Capture, DumpReason};
 use crate::elf::WriteStats;
 use crate::error::Result;
-use crate::output::{MemoryCopier, SparseWriter};
+use crate::output::{SparseWriter, copy_memory};
 use crate::process::memory::{PAGE_SIZE, ProcessMemory};
 use crate::process::procfs::Mapping;
 use crate::select::{Mode, Plan, is_shared_anonymous};
@@ -596,15 +596,23 @@ pub fn write_minidump(
     cancel.check()?;
     let mut stats = WriteStats::default();
     out.write(&layout.metadata)?;
-    let mut copier = MemoryCopier::default();
-    for (region, &offset) in layout.memory.regions.iter().zip(&layout.region_offsets) {
-        for &(start, end) in &region.runs {
-            out.skip_to(offset + (start - region.start))?;
-            copier.copy(memory, (start, end), &mut out, progress, cancel)?;
+    let regions = &layout.memory.regions;
+    let mut current = 0;
+    let mut place = |addr: u64, bytes: &[u8]| {
+        // Pieces come in file order, region by region.
+        while !(regions[current].start <= addr && addr < regions[current].end) {
+            current += 1;
         }
-    }
+        let region = &regions[current];
+        out.skip_to(layout.region_offsets[current] + (addr - region.start))?;
+        out.write_sparse(bytes)
+    };
+    let runs = regions
+        .iter()
+        .flat_map(|region| region.runs.iter().copied());
+    let copied = copy_memory(memory, runs, &mut place, progress, cancel)?;
     out.skip_to(layout.total_len)?;
-    stats.unreadable_bytes = copier.unreadable;
+    stats.unreadable_bytes = copied.unreadable;
     stats.disk_bytes = out.written();
     stats.file_len = layout.total_len;
     out.finish()?;

@@ -3,15 +3,15 @@
 //! The writers read through the [`ProcessMemory`] trait, so the same writer works on a stopped
 //! process, on a copy-on-write clone of it, or on a test double.
 
-use std::cell::Cell;
 use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sys::{self, Pid};
 
 pub const PAGE_SIZE: u64 = 4096;
 
 /// Source of a process's memory.
-pub trait ProcessMemory {
+pub trait ProcessMemory: Sync {
     /// Fill `buf` from `addr`. Bytes that cannot be read are left zero; returns how many bytes
     /// could not be read.
     fn read_into(&self, addr: u64, buf: &mut [u8]) -> u64;
@@ -35,7 +35,7 @@ pub struct LiveMemory {
     pid: i32,
     mem: Option<File>,
     /// `process_vm_readv` is off once it failed outright (seccomp, old kernels), or by choice.
-    use_vm_readv: Cell<bool>,
+    use_vm_readv: AtomicBool,
 }
 
 impl LiveMemory {
@@ -43,7 +43,7 @@ impl LiveMemory {
         LiveMemory {
             pid,
             mem: File::open(super::proc_path(pid, "mem")).ok(),
-            use_vm_readv: Cell::new(true),
+            use_vm_readv: AtomicBool::new(true),
         }
     }
 
@@ -51,7 +51,7 @@ impl LiveMemory {
     /// which copies shared anonymous pages of the clone since Linux 5.19).
     pub fn through_mem_file(pid: i32) -> LiveMemory {
         let memory = LiveMemory::new(pid);
-        memory.use_vm_readv.set(false);
+        memory.use_vm_readv.store(false, Ordering::Relaxed);
         memory
     }
 
@@ -96,10 +96,12 @@ impl ProcessMemory for LiveMemory {
             return 0;
         }
         let mut done = 0usize;
-        if self.use_vm_readv.get() {
+        if self.use_vm_readv.load(Ordering::Relaxed) {
             match sys::read_process_memory(Pid::from_raw(self.pid), addr, buf) {
                 Ok(n) => done = n,
-                Err(sys::Errno::ENOSYS) | Err(sys::Errno::EPERM) => self.use_vm_readv.set(false),
+                Err(sys::Errno::ENOSYS) | Err(sys::Errno::EPERM) => {
+                    self.use_vm_readv.store(false, Ordering::Relaxed)
+                }
                 Err(_) => {}
             }
         }
