@@ -605,8 +605,16 @@ fn write_prepared(
             guard.check(estimate)?;
             match request.compress {
                 Some(level) => SparseWriter::compressed(file.file(), level, Some(guard), estimate)?,
-                None => SparseWriter::new(file.file(), Some(guard), estimate)
-                    .write_behind(prepared.stopped.is_none() && !held_by_caller),
+                None => {
+                    let writer = SparseWriter::new(file.file(), Some(guard), estimate);
+                    // Pace by the disk only while the target runs on: a stopped target's
+                    // pause would grow by the disk's speed.
+                    if prepared.stopped.is_none() && !held_by_caller {
+                        writer.write_behind()
+                    } else {
+                        writer
+                    }
+                }
             }
         }
         Destination::Stream(stream) => SparseWriter::stream(stream),

@@ -1,5 +1,5 @@
 //! Where dumps go: a `.partial` file renamed into place only when complete, written with large
-//! positioned writes that skip holes (the file stays sparse), watched for free space.
+//! positioned writes that leave long zero runs as holes, watched for free space.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -241,17 +241,15 @@ pub struct SparseWriter<'a> {
     write_behind: Option<WriteBehind>,
 }
 
-/// Write-behind on a plain file: each window written is sent to disk at once, and with
-/// `pace`, the window before it is waited for and dropped from the page cache. The final fsync
-/// then has little left to do, and a dump of gigabytes neither piles up dirty pages nor pushes
-/// the host's cache out.
+/// Write-behind on a plain file: each window written is sent to disk at once, the window
+/// before it waited for and dropped from the page cache. The final fsync then has little left
+/// to do, and a dump of gigabytes neither piles up dirty pages nor pushes the host's cache out.
 #[derive(Debug)]
 struct WriteBehind {
     /// Writeback was started up to here.
     started: u64,
     /// On disk and dropped from the cache up to here.
     dropped: u64,
-    pace: bool,
 }
 
 /// How much is written before its writeback starts.
@@ -299,16 +297,14 @@ impl<'a> SparseWriter<'a> {
         }
     }
 
-    /// Send written data to disk as the dump goes (plain files only). With `pace`, also wait
-    /// for it, a window behind, and keep it out of the page cache: right when the target runs
-    /// on (a snapshot), wrong when it is stopped until the dump ends (disk speed would then
-    /// lengthen its pause).
-    pub fn write_behind(mut self, pace: bool) -> SparseWriter<'a> {
+    /// Send written data to disk as the dump goes, a window behind, and keep it out of the
+    /// page cache (plain files only). This paces the dump by the disk: right when the target
+    /// runs on (a snapshot), wrong when it is stopped until the dump ends.
+    pub fn write_behind(mut self) -> SparseWriter<'a> {
         if let Sink::File(_) = self.sink {
             self.write_behind = Some(WriteBehind {
                 started: 0,
                 dropped: 0,
-                pace,
             });
         }
         self
@@ -416,7 +412,7 @@ impl<'a> SparseWriter<'a> {
             if end >= behind.started + WRITE_BEHIND_WINDOW {
                 // Advice: a failure here shows again, as an error, at the final fsync.
                 let _ = sys::start_writeback(file, behind.started, end - behind.started);
-                if behind.pace && behind.started > behind.dropped {
+                if behind.started > behind.dropped {
                     let _ =
                         sys::drop_written(file, behind.dropped, behind.started - behind.dropped);
                     behind.dropped = behind.started;
