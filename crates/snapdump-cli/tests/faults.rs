@@ -337,33 +337,43 @@ fn assert_elf_core(path: &std::path::Path) {
     );
 }
 
+/// One dump of a fresh target, `flags` added, stalled at `phase` while `during` makes the
+/// target exec; the target, its pid before the exec, where the core went and what the dumper
+/// said.
+fn dump_across_an_exec(
+    dir: &std::path::Path,
+    round: usize,
+    flags: &[&str],
+    phase: &str,
+    during: impl FnOnce(&mut Target, i32),
+) -> (Target, i32, std::path::PathBuf, std::process::Output) {
+    let mut target = Target::spawn(&[]);
+    let pid = target.pid();
+    let core = dir.join(format!("{round}.core"));
+    let pid_arg = pid.to_string();
+    let mut args = vec!["dump", "--pid", &pid_arg];
+    args.extend_from_slice(flags);
+    args.extend(["-o", core.to_str().unwrap()]);
+    let out = snapdump_test_support::tools::run_stalled(snapdump_bin(), &args, phase, || {
+        during(&mut target, pid)
+    });
+    (target, pid, core, out)
+}
+
 #[test]
 fn target_execs_while_snapshot_is_written() {
     let dir = temp_dir("exec-snapshot");
     // From a new thread (it takes over the pid, every other thread dies), then from the main
     // thread itself.
     for (round, command) in ["exec", "exec main"].into_iter().enumerate() {
-        let mut target = Target::spawn(&[]);
-        let pid = target.pid();
-        let exe = target.exe_path();
-        let core = dir.join(format!("{round}.core"));
-        let out = snapdump_test_support::tools::run_stalled(
-            snapdump_bin(),
-            &[
-                "dump",
-                "--pid",
-                &pid.to_string(),
-                "-o",
-                core.to_str().unwrap(),
-            ],
-            "writing",
-            || {
+        let (mut target, pid, core, out) =
+            dump_across_an_exec(&dir, round, &[], "writing", |target, _| {
                 // The target was resumed and runs on; the dump reads the clone. The target now
                 // becomes a new program.
                 target.send(command);
-                expect_new_image(&mut target, 1);
-            },
-        );
+                expect_new_image(target, 1);
+            });
+        let exe = target.exe_path();
         let stderr = String::from_utf8_lossy(&out.stderr);
         // The clone is a process of its own: the dump of the old image completes.
         assert!(out.status.success(), "{command}: {stderr}");
@@ -394,23 +404,9 @@ fn target_execs_while_snapshot_is_written() {
 fn target_execs_during_stop_the_world_dump() {
     let dir = temp_dir("exec-stw");
     for (round, command) in ["exec", "exec main"].into_iter().enumerate() {
-        let mut target = Target::spawn(&[]);
-        let pid = target.pid();
-        let exe = target.exe_path();
-        let core = dir.join(format!("{round}.core"));
-        let out = snapdump_test_support::tools::run_stalled(
-            snapdump_bin(),
-            &[
-                "dump",
-                "--pid",
-                &pid.to_string(),
-                "--no-snapshot",
-                "-o",
-                core.to_str().unwrap(),
-            ],
-            // Every thread is seized (traced) but none is stopped yet: the target runs.
-            "seized",
-            || {
+        // Every thread is seized (traced) but none is stopped yet: the target runs.
+        let (mut target, pid, core, out) =
+            dump_across_an_exec(&dir, round, &["--no-snapshot"], "seized", |target, pid| {
                 target.send(command);
                 target.expect_line("execing from");
                 // The exec kills every other thread, and those were traced: the kernel holds
@@ -422,8 +418,8 @@ fn target_execs_during_stop_the_world_dump() {
                     "{command}: the exec never waited for the dumper: {:?}",
                     thread_states(pid)
                 );
-            },
-        );
+            });
+        let exe = target.exe_path();
         let stderr = String::from_utf8_lossy(&out.stderr);
         // The stop starts over on the new image, and that is what is dumped.
         assert!(out.status.success(), "{command}: {stderr}");
