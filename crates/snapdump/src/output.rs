@@ -12,6 +12,8 @@ use crate::sys;
 const PAGE: usize = 4096;
 /// Bytes collected before one `pwrite`.
 const WRITE_BUFFER: usize = 4 << 20;
+/// Pieces at least this large are written from the caller's buffer, not copied into ours.
+const WRITE_DIRECT_FROM: usize = 256 << 10;
 /// How often (in bytes written) the free space is checked again.
 /// The shortest run of zeros that becomes a hole.
 pub const MIN_HOLE: usize = 4 * PAGE;
@@ -239,6 +241,8 @@ pub struct SparseWriter<'a> {
     remaining_estimate: u64,
     since_check: u64,
     write_behind: Option<WriteBehind>,
+    /// An `O_DIRECT` descriptor on the file, for the pieces aligned for it.
+    direct: Option<File>,
 }
 
 /// Write-behind on a plain file: each window written is sent to disk at once, the window
@@ -294,18 +298,23 @@ impl<'a> SparseWriter<'a> {
             remaining_estimate: estimate,
             since_check: 0,
             write_behind: None,
+            direct: None,
         }
     }
 
-    /// Send written data to disk as the dump goes, a window behind, and keep it out of the
-    /// page cache (plain files only). This paces the dump by the disk, which is faster than
-    /// letting dirty pages pile up until the kernel throttles the writer.
+    /// Send written data to disk as the dump goes and keep it out of the page cache (plain
+    /// files only). Large page-aligned pieces (memory) are written with `O_DIRECT` where the
+    /// filesystem has it: no copy into the cache, no writeback later, which on a dense dump
+    /// is about a quarter of the kernel's work. The rest is sent a window behind and dropped
+    /// from the cache. Either way the dump is paced by the disk, which is faster than letting
+    /// dirty pages pile up until the kernel throttles the writer.
     pub fn write_behind(mut self) -> SparseWriter<'a> {
-        if let Sink::File(_) = self.sink {
+        if let Sink::File(file) = self.sink {
             self.write_behind = Some(WriteBehind {
                 started: 0,
                 dropped: 0,
             });
+            self.direct = sys::open_direct(file).ok();
         }
         self
     }
@@ -322,6 +331,12 @@ impl<'a> SparseWriter<'a> {
 
     /// Append bytes as they are.
     pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        // Large pieces (memory, read in batches) go out from the caller's buffer: copying them
+        // through ours first cost 7% of a dense dump's CPU.
+        if data.len() >= WRITE_DIRECT_FROM {
+            self.flush()?;
+            return self.emit(data);
+        }
         while !data.is_empty() {
             let room = WRITE_BUFFER - self.buf.len();
             let take = room.min(data.len());
@@ -390,7 +405,16 @@ impl<'a> SparseWriter<'a> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let len = self.buf.len() as u64;
+        let buf = std::mem::take(&mut self.buf);
+        let result = self.emit(&buf);
+        self.buf = buf;
+        self.buf.clear();
+        result
+    }
+
+    /// Hand `data` to the sink at the current position.
+    fn emit(&mut self, data: &[u8]) -> Result<()> {
+        let len = data.len() as u64;
         self.since_check += len;
         if let Some(guard) = &self.guard
             && self.since_check >= SPACE_CHECK_EVERY
@@ -398,15 +422,15 @@ impl<'a> SparseWriter<'a> {
             self.since_check = 0;
             guard.check(self.remaining_estimate.saturating_sub(self.written))?;
         }
+        let at = self.buf_start;
         let result = match &mut self.sink {
-            Sink::File(file) => file.write_all_at(&self.buf, self.buf_start),
-            Sink::Zstd(encoder) => encoder.write_all(&self.buf),
-            Sink::Stream(stream) => stream.write_all(&self.buf),
+            Sink::File(file) => write_file_at(file, &mut self.direct, data, at),
+            Sink::Zstd(encoder) => encoder.write_all(data),
+            Sink::Stream(stream) => stream.write_all(data),
         };
         result.map_err(|e| self.write_error(e))?;
         self.written += len;
         self.buf_start += len;
-        self.buf.clear();
         if let (Sink::File(file), Some(behind)) = (&self.sink, &mut self.write_behind) {
             let end = self.buf_start;
             if end >= behind.started + WRITE_BEHIND_WINDOW {
@@ -450,6 +474,28 @@ impl<'a> SparseWriter<'a> {
     }
 }
 
+/// Write `data` at `offset`: through `direct` when buffer, offset and length suit `O_DIRECT`,
+/// else (or when the filesystem turns it down) through the page cache.
+fn write_file_at(
+    file: &File,
+    direct: &mut Option<File>,
+    data: &[u8],
+    offset: u64,
+) -> std::io::Result<()> {
+    let aligned = |n: usize| n.is_multiple_of(sys::DIRECT_ALIGN);
+    if let Some(fd) = direct
+        && aligned(data.as_ptr() as usize)
+        && aligned(data.len())
+        && aligned(offset as usize)
+    {
+        match fd.write_all_at(data, offset) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => *direct = None,
+            done => return done,
+        }
+    }
+    file.write_all_at(data, offset)
+}
+
 /// What copying memory into a dump found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CopyStats {
@@ -462,7 +508,11 @@ pub struct CopyStats {
 /// Up to [`crate::elf::READ_CHUNK`] bytes read in one go: several small runs, or part of a
 /// large one.
 struct Batch {
+    /// Allocated (and zeroed) once, then reused: `buf[base..base + filled]` holds the pieces.
+    /// `base` aligns them for `O_DIRECT` writes.
     buf: Vec<u8>,
+    base: usize,
+    filled: usize,
     /// `(address, length)` of each piece in `buf`, in order.
     pieces: Vec<(u64, usize)>,
     unreadable: u64,
@@ -488,8 +538,11 @@ pub fn copy_memory(
     let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(1);
     let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
     for _ in 0..BATCHES {
+        let buf = vec![0; chunk + sys::DIRECT_ALIGN];
         let _ = empty_tx.send(Batch {
-            buf: Vec::with_capacity(chunk),
+            base: buf.as_ptr().align_offset(sys::DIRECT_ALIGN),
+            buf,
+            filled: 0,
             pieces: Vec::new(),
             unreadable: 0,
         });
@@ -505,7 +558,7 @@ pub fn copy_memory(
                 while addr < end {
                     cancel.check()?;
                     let len = ((end - addr) as usize).min(chunk);
-                    if batch.buf.len() + len > chunk {
+                    if batch.filled + len > chunk {
                         if full_tx.send(batch).is_err() {
                             return Ok(());
                         }
@@ -514,9 +567,10 @@ pub fn copy_memory(
                         };
                         batch = next;
                     }
-                    let at = batch.buf.len();
-                    batch.buf.resize(at + len, 0);
-                    batch.unreadable += memory.read_into(addr, &mut batch.buf[at..]);
+                    let at = batch.base + batch.filled;
+                    batch.filled += len;
+                    // No zeroing first: read_into sets what it cannot read to zero.
+                    batch.unreadable += memory.read_into(addr, &mut batch.buf[at..at + len]);
                     batch.pieces.push((addr, len));
                     addr += len as u64;
                 }
@@ -529,7 +583,7 @@ pub fn copy_memory(
         let mut stats = CopyStats::default();
         let mut write = || -> Result<()> {
             for mut batch in full_rx.iter() {
-                let mut at = 0;
+                let mut at = batch.base;
                 for &(addr, len) in &batch.pieces {
                     place(addr, &batch.buf[at..at + len])?;
                     at += len;
@@ -539,7 +593,7 @@ pub fn copy_memory(
                 progress(stats.done);
                 // The reader may be done already: the writer answers a cancel too.
                 cancel.check()?;
-                batch.buf.clear();
+                batch.filled = 0;
                 batch.pieces.clear();
                 batch.unreadable = 0;
                 let _ = empty_tx.send(batch);

@@ -12,8 +12,9 @@ pub const PAGE_SIZE: u64 = 4096;
 
 /// Source of a process's memory.
 pub trait ProcessMemory: Sync {
-    /// Fill `buf` from `addr`. Bytes that cannot be read are left zero; returns how many bytes
-    /// could not be read.
+    /// Fill `buf` from `addr`. Bytes that cannot be read are set to zero (`buf` may hold
+    /// anything on entry: the copier reuses its buffers unzeroed); returns how many bytes could
+    /// not be read.
     fn read_into(&self, addr: u64, buf: &mut [u8]) -> u64;
 
     /// Read a small range, or `None` when any of it cannot be read.
@@ -61,6 +62,7 @@ impl LiveMemory {
 
     fn read_mem_file(&self, addr: u64, buf: &mut [u8]) -> u64 {
         let Some(mem) = &self.mem else {
+            buf.fill(0);
             return buf.len() as u64;
         };
         // Whole run first; page by page only when that fails part-way.

@@ -298,6 +298,21 @@ pub fn rename_no_replace(from: &std::path::Path, to: &std::path::Path) -> nix::R
     renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE)
 }
 
+/// Alignment of buffer address, file offset and length that `O_DIRECT` writes need here (the
+/// largest logical block size in use; 512-byte devices accept it too).
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// A second descriptor on `file` that writes with `O_DIRECT`: straight from the caller's pages
+/// to the disk, with no copy into the page cache and no writeback to do later. Fails (EINVAL)
+/// where the filesystem has no direct I/O.
+pub fn open_direct(file: &File) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
 /// Start writing `[offset, offset + len)` of `file` to disk without waiting for it
 /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so the final fsync finds little left to do.
 pub fn start_writeback(file: &File, offset: u64, len: u64) -> nix::Result<()> {
