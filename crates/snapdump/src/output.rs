@@ -231,7 +231,7 @@ impl std::fmt::Debug for Sink<'_> {
 #[derive(Debug)]
 pub struct SparseWriter<'a> {
     sink: Sink<'a>,
-    buf: Vec<u8>,
+    buf: AlignedBuf,
     /// Stream offset of `buf[0]`.
     buf_start: u64,
     /// Bytes handed on (holes excluded).
@@ -291,7 +291,7 @@ impl<'a> SparseWriter<'a> {
     fn with_sink(sink: Sink<'a>, guard: Option<SpaceGuard>, estimate: u64) -> SparseWriter<'a> {
         SparseWriter {
             sink,
-            buf: Vec::with_capacity(WRITE_BUFFER),
+            buf: AlignedBuf::new(WRITE_BUFFER),
             buf_start: 0,
             written: 0,
             guard,
@@ -338,11 +338,10 @@ impl<'a> SparseWriter<'a> {
             return self.emit(data);
         }
         while !data.is_empty() {
-            let room = WRITE_BUFFER - self.buf.len();
-            let take = room.min(data.len());
-            self.buf.extend_from_slice(&data[..take]);
+            let take = self.buf.room().min(data.len());
+            self.buf.extend(&data[..take]);
             data = &data[take..];
-            if self.buf.len() == WRITE_BUFFER {
+            if self.buf.room() == 0 {
                 self.flush()?;
             }
         }
@@ -385,10 +384,7 @@ impl<'a> SparseWriter<'a> {
         let mut left = len;
         while left > 0 {
             let n = left.min(ZEROS.len() as u64) as usize;
-            self.buf.extend_from_slice(&ZEROS[..n]);
-            if self.buf.len() >= WRITE_BUFFER {
-                self.flush()?;
-            }
+            self.write(&ZEROS[..n])?;
             left -= n as u64;
         }
         Ok(())
@@ -405,8 +401,8 @@ impl<'a> SparseWriter<'a> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let buf = std::mem::take(&mut self.buf);
-        let result = self.emit(&buf);
+        let buf = std::mem::replace(&mut self.buf, AlignedBuf::new(0));
+        let result = self.emit(buf.as_slice());
         self.buf = buf;
         self.buf.clear();
         result
@@ -505,14 +501,69 @@ pub struct CopyStats {
     pub unreadable: u64,
 }
 
+/// A byte buffer of fixed capacity whose first byte is aligned for `O_DIRECT` writes.
+/// Allocated (zeroed) once and reused: what it held before is not cleared.
+#[derive(Debug)]
+struct AlignedBuf {
+    mem: Vec<u8>,
+    /// Offset of the aligned start in `mem`.
+    base: usize,
+    len: usize,
+    capacity: usize,
+}
+
+impl AlignedBuf {
+    fn new(capacity: usize) -> AlignedBuf {
+        let mem = if capacity == 0 {
+            Vec::new()
+        } else {
+            vec![0; capacity + sys::DIRECT_ALIGN]
+        };
+        AlignedBuf {
+            base: mem.as_ptr().align_offset(sys::DIRECT_ALIGN),
+            mem,
+            len: 0,
+            capacity,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn room(&self) -> usize {
+        self.capacity - self.len
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.mem[self.base..self.base + self.len]
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn extend(&mut self, data: &[u8]) {
+        self.grow(data.len()).copy_from_slice(data);
+    }
+
+    /// The next `n` bytes, now part of the buffer, holding whatever they held before.
+    fn grow(&mut self, n: usize) -> &mut [u8] {
+        assert!(n <= self.room(), "AlignedBuf overflow");
+        let at = self.base + self.len;
+        self.len += n;
+        &mut self.mem[at..at + n]
+    }
+}
+
 /// Up to [`crate::elf::READ_CHUNK`] bytes read in one go: several small runs, or part of a
 /// large one.
 struct Batch {
-    /// Allocated (and zeroed) once, then reused: `buf[base..base + filled]` holds the pieces.
-    /// `base` aligns them for `O_DIRECT` writes.
-    buf: Vec<u8>,
-    base: usize,
-    filled: usize,
+    buf: AlignedBuf,
     /// `(address, length)` of each piece in `buf`, in order.
     pieces: Vec<(u64, usize)>,
     unreadable: u64,
@@ -522,14 +573,17 @@ struct Batch {
 /// stays at a few of them whatever the target's size.
 const BATCHES: usize = 3;
 
-/// Copy the `runs` of `memory` into a dump, reading on a thread of its own while this thread
-/// writes: `place` gets each piece with its address, in the order of `runs`. Reading (a page
-/// walk and a copy in the kernel) and writing (another copy, into the page cache) then take
-/// the time of the slower, not of both. Cancelling stops the reader at its next chunk.
+/// Copy the `runs` of `memory` into `out`, reading on a thread of its own while this thread
+/// writes. `locate` gives the file offset of an address, asked in the order of `runs` (which
+/// is file order). Reading (a page walk and a copy in the kernel) and writing then take the
+/// time of the slower, not of both. Pieces that follow each other in the file are written in
+/// one call straight from the read buffer, so thousands of scattered pages laid end to end
+/// cost one large (direct) write. Cancelling stops the reader at its next chunk.
 pub fn copy_memory(
     memory: &dyn crate::process::memory::ProcessMemory,
     runs: impl Iterator<Item = (u64, u64)> + Send,
-    place: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+    locate: &mut dyn FnMut(u64) -> u64,
+    out: &mut SparseWriter<'_>,
     progress: &mut dyn FnMut(u64),
     cancel: &crate::Cancel,
 ) -> Result<CopyStats> {
@@ -538,11 +592,8 @@ pub fn copy_memory(
     let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(1);
     let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
     for _ in 0..BATCHES {
-        let buf = vec![0; chunk + sys::DIRECT_ALIGN];
         let _ = empty_tx.send(Batch {
-            base: buf.as_ptr().align_offset(sys::DIRECT_ALIGN),
-            buf,
-            filled: 0,
+            buf: AlignedBuf::new(chunk),
             pieces: Vec::new(),
             unreadable: 0,
         });
@@ -558,7 +609,7 @@ pub fn copy_memory(
                 while addr < end {
                     cancel.check()?;
                     let len = ((end - addr) as usize).min(chunk);
-                    if batch.filled + len > chunk {
+                    if batch.buf.room() < len {
                         if full_tx.send(batch).is_err() {
                             return Ok(());
                         }
@@ -567,10 +618,8 @@ pub fn copy_memory(
                         };
                         batch = next;
                     }
-                    let at = batch.base + batch.filled;
-                    batch.filled += len;
                     // No zeroing first: read_into sets what it cannot read to zero.
-                    batch.unreadable += memory.read_into(addr, &mut batch.buf[at..at + len]);
+                    batch.unreadable += memory.read_into(addr, batch.buf.grow(len));
                     batch.pieces.push((addr, len));
                     addr += len as u64;
                 }
@@ -583,17 +632,36 @@ pub fn copy_memory(
         let mut stats = CopyStats::default();
         let mut write = || -> Result<()> {
             for mut batch in full_rx.iter() {
-                let mut at = batch.base;
+                let data = batch.buf.as_slice();
+                // (file offset, start in `data`, length) of pieces contiguous in the file.
+                let mut span: Option<(u64, usize, usize)> = None;
+                let mut at = 0;
                 for &(addr, len) in &batch.pieces {
-                    place(addr, &batch.buf[at..at + len])?;
+                    let offset = locate(addr);
+                    match &mut span {
+                        Some((start, _, span_len)) if *start + *span_len as u64 == offset => {
+                            *span_len += len
+                        }
+                        _ => {
+                            if let Some((start, from, span_len)) = span {
+                                out.skip_to(start)?;
+                                out.write_sparse(&data[from..from + span_len])?;
+                            }
+                            span = Some((offset, at, len));
+                        }
+                    }
                     at += len;
                     stats.done += len as u64;
+                }
+                if let Some((start, from, span_len)) = span {
+                    out.skip_to(start)?;
+                    out.write_sparse(&data[from..from + span_len])?;
                 }
                 stats.unreadable += batch.unreadable;
                 progress(stats.done);
                 // The reader may be done already: the writer answers a cancel too.
                 cancel.check()?;
-                batch.filled = 0;
+                batch.buf.clear();
                 batch.pieces.clear();
                 batch.unreadable = 0;
                 let _ = empty_tx.send(batch);
@@ -626,6 +694,7 @@ fn is_zero(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::memory::ProcessMemory;
     use std::os::unix::fs::MetadataExt;
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -666,6 +735,94 @@ mod tests {
         assert_eq!(&back[..4], b"head");
         assert_eq!(&back[4096..4096 + data.len()], &data[..]);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Every byte reads as a function of its address; one page in seven reads as zeros.
+    struct Pattern;
+    impl ProcessMemory for Pattern {
+        fn read_into(&self, addr: u64, buf: &mut [u8]) -> u64 {
+            for (i, b) in buf.iter_mut().enumerate() {
+                let a = addr + i as u64;
+                *b = if (a / PAGE as u64) % 7 == 3 {
+                    0
+                } else {
+                    (a % 253) as u8 | 1
+                };
+            }
+            0
+        }
+    }
+
+    #[test]
+    fn scattered_pages_laid_end_to_end_read_back_whole() {
+        let dir = temp_dir("direct");
+        let path = dir.join("x.core");
+        let dump = DumpFile::create(&path, false).unwrap();
+        let mut writer = SparseWriter::new(dump.file(), None, 0).write_behind();
+        let direct_at_start = writer.direct.is_some();
+        writer.write(b"header").unwrap();
+        let data_offset = 8192u64;
+        // 3000 single pages (every third one, as a sparse heap), then a run of 8 MiB: more
+        // than one read batch, both ways.
+        let page = PAGE as u64;
+        let mut runs: Vec<(u64, u64)> = (0..3000u64)
+            .map(|i| (0x10_0000 + 3 * i * page, 0x10_0000 + (3 * i + 1) * page))
+            .collect();
+        runs.push((0x4000_0000, 0x4000_0000 + (8 << 20)));
+        // File offset of each run's first byte: laid end to end after the header.
+        let mut starts = Vec::new();
+        let mut cursor = data_offset;
+        for &(start, end) in &runs {
+            starts.push((start, end, cursor));
+            cursor += end - start;
+        }
+        let total = cursor;
+        let mut current = 0;
+        let mut locate = |addr: u64| {
+            while addr >= starts[current].1 {
+                current += 1;
+            }
+            starts[current].2 + (addr - starts[current].0)
+        };
+        writer.skip_to(data_offset).unwrap();
+        let stats = copy_memory(
+            &Pattern,
+            runs.clone().into_iter(),
+            &mut locate,
+            &mut writer,
+            &mut |_| {},
+            &crate::Cancel::default(),
+        )
+        .unwrap();
+        assert_eq!(stats.done, total - data_offset);
+        // Where the filesystem has direct I/O, the aligned pieces did not fall back.
+        assert_eq!(writer.direct.is_some(), direct_at_start);
+        assert_eq!(writer.finish().unwrap(), total);
+        let final_path = dump.commit().unwrap();
+        let back = std::fs::read(&final_path).unwrap();
+        assert_eq!(back.len() as u64, total);
+        assert_eq!(&back[..6], b"header");
+        for &(start, end) in &runs {
+            let offset = locate_in(&runs, data_offset, start) as usize;
+            let mut expected = vec![0u8; (end - start) as usize];
+            Pattern.read_into(start, &mut expected);
+            assert!(
+                back[offset..offset + expected.len()] == expected[..],
+                "run at {start:#x} differs"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn locate_in(runs: &[(u64, u64)], data_offset: u64, addr: u64) -> u64 {
+        let mut cursor = data_offset;
+        for &(start, end) in runs {
+            if addr < end {
+                return cursor + (addr - start);
+            }
+            cursor += end - start;
+        }
+        unreachable!()
     }
 
     #[test]

@@ -252,7 +252,7 @@ pub fn write_core(
     debug_assert_eq!(out.position(), layout.notes_offset);
     out.write(&layout.notes)?;
     let mut stored = layout.loads(plan).filter(|l| l.filesz > 0).peekable();
-    let mut place = |addr: u64, bytes: &[u8]| {
+    let mut locate = |addr: u64| {
         // Pieces come in file order: the load holding `addr` is the current one or a later one.
         while let Some(load) = stored.peek()
             && addr >= load.vaddr + load.filesz
@@ -260,14 +260,13 @@ pub fn write_core(
             stored.next();
         }
         let load = stored.peek().expect("every piece has its PT_LOAD");
-        out.skip_to(load.offset + (addr - load.vaddr))?;
-        out.write_sparse(bytes)
+        load.offset + (addr - load.vaddr)
     };
     let runs = layout
         .loads(plan)
         .filter(|l| l.filesz > 0)
         .map(|l| (l.vaddr, l.vaddr + l.filesz));
-    let copied = copy_memory(memory, runs, &mut place, progress, cancel)?;
+    let copied = copy_memory(memory, runs, &mut locate, &mut out, progress, cancel)?;
     out.skip_to(layout.total_len)?;
     stats.unreadable_bytes = copied.unreadable;
     stats.disk_bytes = out.written();

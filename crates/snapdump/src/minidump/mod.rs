@@ -598,19 +598,17 @@ pub fn write_minidump(
     out.write(&layout.metadata)?;
     let regions = &layout.memory.regions;
     let mut current = 0;
-    let mut place = |addr: u64, bytes: &[u8]| {
+    let mut locate = |addr: u64| {
         // Pieces come in file order, region by region.
         while !(regions[current].start <= addr && addr < regions[current].end) {
             current += 1;
         }
-        let region = &regions[current];
-        out.skip_to(layout.region_offsets[current] + (addr - region.start))?;
-        out.write_sparse(bytes)
+        layout.region_offsets[current] + (addr - regions[current].start)
     };
     let runs = regions
         .iter()
         .flat_map(|region| region.runs.iter().copied());
-    let copied = copy_memory(memory, runs, &mut place, progress, cancel)?;
+    let copied = copy_memory(memory, runs, &mut locate, &mut out, progress, cancel)?;
     out.skip_to(layout.total_len)?;
     stats.unreadable_bytes = copied.unreadable;
     stats.disk_bytes = out.written();
