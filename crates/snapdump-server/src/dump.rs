@@ -26,7 +26,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest as _, Sha256};
-use snapdump::{Cancel, DumpReport, DumpRequest, Format, Mode, TargetSpec};
+use snapdump::{Cancel, DumpReport, DumpRequest, Format, TargetSpec};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -41,56 +41,16 @@ const CHUNK: usize = 1 << 20;
 /// Chunks queued between the engine and the network.
 const QUEUED_CHUNKS: usize = 4;
 
-/// dotnet-monitor's dump types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DumpType {
-    Mini,
-    WithHeap,
-    Triage,
-    Full,
-}
+/// dotnet-monitor's dump types are the engine's: the same four names, mode and redaction.
+pub use snapdump::dotnet::DumpType;
 
-impl DumpType {
-    pub fn parse(text: Option<&str>) -> Result<DumpType, Problem> {
-        let Some(text) = text else {
-            return Ok(DumpType::WithHeap);
-        };
-        match text.to_ascii_lowercase().as_str() {
-            "mini" => Ok(DumpType::Mini),
-            "withheap" => Ok(DumpType::WithHeap),
-            "triage" => Ok(DumpType::Triage),
-            "full" => Ok(DumpType::Full),
-            _ => Err(Problem::bad_request(
-                "bad_type",
-                format!(
-                    "unknown dump type {text:?}: use Mini, WithHeap (the default), Triage or Full"
-                ),
-            )),
-        }
-    }
-
-    /// The engine's mode: Triage is a redacted Mini (see [`DumpType::redacts`]).
-    pub fn mode(self) -> Mode {
-        match self {
-            DumpType::Mini | DumpType::Triage => Mode::Mini,
-            DumpType::WithHeap => Mode::Heap,
-            DumpType::Full => Mode::Full,
-        }
-    }
-
-    /// Whether the dump leaves out the command line and environment (Triage:
-    /// [`DumpRequest::redact`]).
-    pub fn redacts(self) -> bool {
-        self == DumpType::Triage
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DumpType::Mini => "Mini",
-            DumpType::WithHeap => "WithHeap",
-            DumpType::Triage => "Triage",
-            DumpType::Full => "Full",
-        }
+/// A `type=` parameter (any case; absent: WithHeap, as dotnet-monitor).
+pub fn parse_dump_type(text: Option<&str>) -> Result<DumpType, Problem> {
+    match text {
+        None => Ok(DumpType::WithHeap),
+        Some(text) => text.parse().map_err(|message: String| {
+            Problem::bad_request("bad_type", format!("{message} (WithHeap is the default)"))
+        }),
     }
 }
 
@@ -243,7 +203,7 @@ pub async fn get_dump(
             "tags",
         ],
     )?;
-    let dump_type = DumpType::parse(params.get("type"))?;
+    let dump_type = parse_dump_type(params.get("type"))?;
     let format = parse_format(params.get("format"))?;
     let tags = routes::parse_tags(params.get("tags"))?;
     let egress = match params.get("egressprovider") {
@@ -605,15 +565,16 @@ async fn upload(job: Job, provider: Arc<EgressProvider>, metadata: DumpMetadata)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use snapdump::Mode;
 
     #[test]
     fn dump_types() {
-        assert_eq!(DumpType::parse(None).unwrap(), DumpType::WithHeap);
-        assert_eq!(DumpType::parse(Some("full")).unwrap().mode(), Mode::Full);
-        let triage = DumpType::parse(Some("Triage")).unwrap();
+        assert_eq!(parse_dump_type(None).unwrap(), DumpType::WithHeap);
+        assert_eq!(parse_dump_type(Some("full")).unwrap().mode(), Mode::Full);
+        let triage = parse_dump_type(Some("Triage")).unwrap();
         assert_eq!(triage.mode(), Mode::Mini);
         assert!(triage.redacts() && !DumpType::Mini.redacts());
-        assert_eq!(DumpType::parse(Some("Huge")).unwrap_err().code, "bad_type");
+        assert_eq!(parse_dump_type(Some("Huge")).unwrap_err().code, "bad_type");
         assert_eq!(parse_format(Some("MINIDUMP")).unwrap(), Format::Minidump);
         assert_eq!(parse_format(Some("pdf")).unwrap_err().code, "bad_format");
     }

@@ -181,8 +181,8 @@ impl Rule {
                 config.egress, config.egress, config.egress
             )));
         }
-        let dump_type = DumpType::parse(Some(config.dump_type.as_deref().unwrap_or("WithHeap")))
-            .map_err(|p| fail(p.detail))?;
+        let dump_type =
+            dump::parse_dump_type(config.dump_type.as_deref()).map_err(|p| fail(p.detail))?;
         let format = dump::parse_format(config.format.as_deref()).map_err(|p| fail(p.detail))?;
 
         let t = &config.triggers;

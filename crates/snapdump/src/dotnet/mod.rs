@@ -60,6 +60,23 @@ impl DumpType {
     pub fn code(self) -> u32 {
         self as u32
     }
+
+    /// The mode snapdump's own writer uses for this type: Triage is a redacted Mini (see
+    /// [`DumpType::redacts`]).
+    pub fn mode(self) -> crate::select::Mode {
+        use crate::select::Mode;
+        match self {
+            DumpType::Mini | DumpType::Triage => Mode::Mini,
+            DumpType::WithHeap => Mode::Heap,
+            DumpType::Full => Mode::Full,
+        }
+    }
+
+    /// Whether snapdump's own writer leaves out the command line and environment for this
+    /// type ([`crate::DumpRequest::redact`]).
+    pub fn redacts(self) -> bool {
+        self == DumpType::Triage
+    }
 }
 
 impl std::fmt::Display for DumpType {
