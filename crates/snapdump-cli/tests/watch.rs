@@ -739,6 +739,40 @@ fn an_exiting_target_ends_the_watch_or_is_dumped_with_on_exit() {
     assert!(gdb.contains("snapdump_test_target::main"), "{gdb}");
     std::fs::remove_file(core).unwrap();
 
+    // exit_group from a thread that is not the main one: dumped too, that thread named, the
+    // status untouched.
+    let mut target = Target::spawn(&[]);
+    let pid = target.pid();
+    let mut watcher = Watcher::start(&[
+        "--pid",
+        &pid.to_string(),
+        "--on-exit",
+        "--mini",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    watcher.expect_watching(pid);
+    target.command_expect("exit thread", "bye from sd-exiter");
+    let status = target.wait_exit(TIMEOUT).unwrap();
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    let finished = watcher.finish();
+    let stderr = finished.stderr_text();
+    assert!(finished.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("exit: status 3 in thread ")
+            && !stderr.contains(&format!("thread {pid} (")),
+        "the exit is the sd-exiter thread's, not main's: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("pid {pid} exited with status 3")),
+        "{stderr}"
+    );
+    let core = &dumps(&finished, &dir, pid, "exit")[0];
+    // The exiting thread comes first: gdb opens on it.
+    let gdb = tools::gdb(&target.exe_path(), core, &["bt"]);
+    assert!(gdb.contains("std::process::exit"), "{gdb}");
+    std::fs::remove_file(core).unwrap();
+
     // A death by signal is dumped before it starts, every thread there, the signal recorded;
     // the target still dies of it.
     let mut target = Target::spawn(&[]);

@@ -52,6 +52,9 @@ pub enum DumpReason {
     /// Asked for by a user; recorded as SIGSTOP, as gcore does.
     #[default]
     Requested,
+    /// The process is exiting by `exit`/`exit_group` in thread `tid` (not by a signal): recorded
+    /// as a request (SIGSTOP), with that thread first, so debuggers open on it.
+    Exiting { tid: i32 },
     /// The process was about to die of `signal` in thread `tid`; `siginfo` is its raw siginfo.
     Signal {
         tid: i32,

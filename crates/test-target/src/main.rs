@@ -55,8 +55,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const USAGE: &str =
     "usage: snapdump-test-target [--seed N] [--sparse-reserve-mb R --sparse-touch-pct P] \
 [--touch-mb M] [--no-core] [--heartbeat] [--exec-every-ms N] [--label TEXT]
-commands on stdin: ping | wake <text> | status | spawn N | grow MB | fds N | maxgap | crash | exit
-  | handle-usr1 | usr1 | exec [main]
+commands on stdin: ping | wake <text> | status | spawn N | grow MB | fds N | maxgap | crash
+  | exit [thread] | handle-usr1 | usr1 | exec [main]
+exit thread: thread sd-exiter answers `bye from sd-exiter` and ends the process with status 3
 exec: answers `execing from <thread>`, then a new thread (or, with `main`, the main thread) calls
 execve on /proc/self/exe with the same arguments and seed; the new image prints
 `EXECED execs=<n>` and a fresh READY line (same pid, same stdin and stdout)
@@ -574,10 +575,24 @@ fn command(
             std::process::abort();
         }
         "segv" => "error: segv is not supported (it would need unsafe code)".to_string(),
-        "exit" => {
+        "exit" if arg.is_empty() => {
             say("bye");
             std::process::exit(0);
         }
+        // exit_group from a thread that is not the main one, with status 3.
+        "exit" if arg == "thread" => {
+            let spawned = std::thread::Builder::new()
+                .name("sd-exiter".to_string())
+                .spawn(|| {
+                    say("bye from sd-exiter");
+                    std::process::exit(3);
+                });
+            match spawned {
+                Ok(_) => return None,
+                Err(e) => format!("error: cannot spawn sd-exiter: {e}"),
+            }
+        }
+        "exit" => format!("error: exit takes no argument or `thread`, not {arg:?}"),
         other => format!("error: unknown command {other:?}"),
     };
     Some(answer)

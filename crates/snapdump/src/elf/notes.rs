@@ -75,15 +75,16 @@ impl NoteWriter {
 /// The signal the dump records for each thread.
 fn dump_signal(capture: &Capture) -> i32 {
     match &capture.reason {
-        DumpReason::Requested => SIGSTOP,
+        DumpReason::Requested | DumpReason::Exiting { .. } => SIGSTOP,
         DumpReason::Signal { signal, .. } => *signal,
     }
 }
 
-/// Threads in note order: the one that took the signal first, else the leader.
+/// Threads in note order: the one that took the signal (or is exiting) first, else the
+/// leader.
 pub fn thread_order(capture: &Capture) -> Vec<&Thread> {
     let first = match &capture.reason {
-        DumpReason::Signal { tid, .. } => *tid,
+        DumpReason::Signal { tid, .. } | DumpReason::Exiting { tid } => *tid,
         DumpReason::Requested => capture.pid,
     };
     let mut threads: Vec<&Thread> = capture.threads.iter().collect();
@@ -157,7 +158,7 @@ pub fn prpsinfo(capture: &Capture) -> Vec<u8> {
 pub fn siginfo(capture: &Capture) -> Vec<u8> {
     match &capture.reason {
         DumpReason::Signal { siginfo, .. } => siginfo.to_vec(),
-        DumpReason::Requested => {
+        DumpReason::Requested | DumpReason::Exiting { .. } => {
             let mut r = Record::new(128);
             r.i32(0, SIGSTOP);
             // si_code SI_USER, sent by us.

@@ -13,9 +13,43 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use procfs::{PF_KTHREAD, Stat, Status};
 
-/// `/proc/PID/<file>`.
+/// `/proc/PID/<file>`; for the files that show the process's memory, a live thread's copy
+/// when the leader thread has exited ([`MEMORY_FILES`]).
 pub fn proc_path(pid: i32, file: &str) -> PathBuf {
-    Path::new("/proc").join(pid.to_string()).join(file)
+    let dir = Path::new("/proc").join(pid.to_string());
+    if MEMORY_FILES.contains(&file)
+        && let Some(tid) = live_thread_of_exited_leader(pid)
+    {
+        return dir.join("task").join(tid.to_string()).join(file);
+    }
+    dir.join(file)
+}
+
+/// Files of `/proc/PID` read through the leader thread's memory map. A leader that has exited
+/// while other threads run on has none: the process called `exit` from another thread and is
+/// held at that thread's exit event (`watch --on-exit`), or its main thread called
+/// `pthread_exit`. These files then fail with ESRCH, while any live thread's
+/// `/proc/PID/task/TID/` copy shows the same memory.
+const MEMORY_FILES: &[&str] = &[
+    "auxv", "cmdline", "environ", "maps", "mem", "pagemap", "smaps", "statm",
+];
+
+/// A thread of `pid` that has not exited, when the leader has (a zombie); `None` when the
+/// leader is alive, or when no thread is.
+fn live_thread_of_exited_leader(pid: i32) -> Option<i32> {
+    let state = |path: PathBuf| Some(procfs::parse_stat(&std::fs::read(path).ok()?)?.state);
+    let dir = Path::new("/proc").join(pid.to_string());
+    if state(dir.join("stat")) != Some(b'Z') {
+        return None;
+    }
+    std::fs::read_dir(dir.join("task"))
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&tid| tid != pid)
+        .find(|&tid| {
+            let path = dir.join("task").join(tid.to_string()).join("stat");
+            !matches!(state(path), Some(b'Z' | b'X') | None)
+        })
 }
 
 /// Read one `/proc/PID` file, turning "gone" and "not allowed" into the engine's errors.
@@ -86,10 +120,13 @@ pub fn tracer_process(tracer_tid: i32) -> (i32, String) {
     (pid, process_name(pid))
 }
 
-/// Whether the process has died (gone, or a zombie waiting to be reaped).
+/// Whether the process has died (gone, or a zombie waiting to be reaped, no thread left).
 pub fn has_exited(pid: i32) -> bool {
     match read_stat(pid) {
-        Ok(stat) => matches!(stat.state, b'Z' | b'X' | b'x'),
+        // A zombie leader with threads still running is a process still there.
+        Ok(stat) => {
+            matches!(stat.state, b'Z' | b'X' | b'x') && live_thread_of_exited_leader(pid).is_none()
+        }
         Err(_) => true,
     }
 }

@@ -841,7 +841,7 @@ impl Watcher<'_, '_> {
             Happening::Exit { tid, status, .. } => (
                 tid,
                 Fired::Exit { tid, status },
-                DumpReason::Requested,
+                DumpReason::Exiting { tid },
                 true,
             ),
         };
