@@ -740,14 +740,15 @@ fn an_exiting_target_ends_the_watch_or_is_dumped_with_on_exit() {
     std::fs::remove_file(core).unwrap();
 
     // exit_group from a thread that is not the main one: dumped too, that thread named, the
-    // status untouched.
+    // status untouched. The leader has exited by then, so its memory (and, for Triage, where
+    // the arguments lie) is found through the live thread.
     let mut target = Target::spawn(&[]);
     let pid = target.pid();
     let mut watcher = Watcher::start(&[
         "--pid",
         &pid.to_string(),
         "--on-exit",
-        "--mini",
+        "--triage",
         "-o",
         dir.to_str().unwrap(),
     ]);

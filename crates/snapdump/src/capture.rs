@@ -159,10 +159,15 @@ impl Capture {
             Some(mappings) => mappings,
             None => procfs::parse_maps(&read_proc_file(pid, "smaps")?),
         };
+        // Every live process maps something (its stack, the vDSO): none means its memory is
+        // already gone, and an empty dump would look like a good one.
+        if mappings.is_empty() {
+            return Err(crate::Error::TargetExited { pid });
+        }
         let auxv = read_proc_file(pid, "auxv")?;
         let parsed_auxv = link_map::parse_auxv(&auxv);
         let status_raw = read_proc_file(pid, "status")?;
-        let stat = proc::read_stat(pid)?;
+        let stat = process_stat(pid)?;
         let mut cmdline = read_proc_file(pid, "cmdline").unwrap_or_default();
         let (environ, redacted) = if redact {
             cmdline.truncate(first_string_len(&cmdline));
@@ -184,7 +189,7 @@ impl Capture {
             environ,
             link_map: link_map::read_link_map(memory, &parsed_auxv),
             auxv,
-            exe: std::fs::read_link(proc::proc_path(pid, "exe")).ok(),
+            exe: std::fs::read_link(proc::memory_dir(pid).join("exe")).ok(),
             threads,
             reason: DumpReason::Requested,
             captured_at,
@@ -211,6 +216,29 @@ impl Capture {
 
 /// The length of the first NUL-terminated string of `bytes`, its NUL included (all of `bytes`
 /// when there is no NUL).
+/// The process's `stat`. When the leader thread has exited, its own `stat` shows no memory
+/// (the argument and environment addresses read 0), so those fields come from the live
+/// thread [`proc::memory_dir`] picks; name, state and pid stay the leader's.
+fn process_stat(pid: i32) -> Result<Stat> {
+    let leader = proc::read_stat(pid)?;
+    let dir = proc::memory_dir(pid);
+    if dir == proc::proc_path(pid, "") {
+        return Ok(leader);
+    }
+    let thread = std::fs::read(dir.join("stat"))
+        .ok()
+        .and_then(|bytes| procfs::parse_stat(&bytes));
+    Ok(match thread {
+        Some(thread) => Stat {
+            pid: leader.pid,
+            comm: leader.comm,
+            state: leader.state,
+            ..thread
+        },
+        None => leader,
+    })
+}
+
 fn first_string_len(bytes: &[u8]) -> usize {
     bytes
         .iter()

@@ -485,7 +485,9 @@ fn write_file_at(
         && aligned(offset as usize)
     {
         match fd.write_all_at(data, offset) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => *direct = None,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                *direct = None
+            }
             done => return done,
         }
     }
@@ -514,11 +516,15 @@ struct AlignedBuf {
 
 impl AlignedBuf {
     fn new(capacity: usize) -> AlignedBuf {
-        let mem = if capacity == 0 {
-            Vec::new()
-        } else {
-            vec![0; capacity + sys::DIRECT_ALIGN]
-        };
+        if capacity == 0 {
+            return AlignedBuf {
+                mem: Vec::new(),
+                base: 0,
+                len: 0,
+                capacity: 0,
+            };
+        }
+        let mem = vec![0; capacity + sys::DIRECT_ALIGN];
         AlignedBuf {
             base: mem.as_ptr().align_offset(sys::DIRECT_ALIGN),
             mem,

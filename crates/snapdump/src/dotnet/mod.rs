@@ -93,8 +93,8 @@ impl std::str::FromStr for DumpType {
             "withheap" | "heap" | "2" => Ok(DumpType::WithHeap),
             "triage" | "3" => Ok(DumpType::Triage),
             "full" | "4" => Ok(DumpType::Full),
-            other => Err(format!(
-                "unknown dump type {other:?}: use Mini, WithHeap, Triage or Full"
+            _ => Err(format!(
+                "unknown dump type {s:?}: use Mini, WithHeap, Triage or Full"
             )),
         }
     }

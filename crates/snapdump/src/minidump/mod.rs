@@ -532,7 +532,9 @@ fn memory_info(mapping: &Mapping, modules: &[Module]) -> MINIDUMP_MEMORY_INFO {
 fn lsb_release(pid: i32) -> Option<Vec<u8>> {
     ["etc/lsb-release", "etc/os-release", "usr/lib/os-release"]
         .iter()
-        .find_map(|path| std::fs::read(format!("/proc/{pid}/root/{path}")).ok())
+        .find_map(|path| {
+            std::fs::read(crate::process::memory_dir(pid).join("root").join(path)).ok()
+        })
 }
 
 fn dso_debug(capture: &Capture, memory: &dyn ProcessMemory) -> Option<DsoDebug> {

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use object::elf::FileHeader64;
 use object::elf::{NT_GNU_BUILD_ID, PT_NOTE};
@@ -68,15 +68,17 @@ fn is_elf_file(capture: &Capture, mapping: &Mapping, memory: &dyn ProcessMemory)
 /// The mapped file, opened as the process sees it.
 pub fn open_mapped_file(pid: i32, mapping: &Mapping) -> Option<File> {
     let path = mapping.file_path()?;
-    let mut root = PathBuf::from(format!("/proc/{pid}/root"));
-    root.push(path.strip_prefix("/").unwrap_or(path));
-    File::open(root).ok().or_else(|| {
-        File::open(format!(
-            "/proc/{pid}/map_files/{:x}-{:x}",
-            mapping.start, mapping.end
-        ))
+    let root = crate::process::memory_dir(pid).join("root");
+    File::open(root.join(path.strip_prefix("/").unwrap_or(path)))
         .ok()
-    })
+        .or_else(|| {
+            // Only /proc/PID has map_files (no task/TID copy).
+            File::open(crate::process::proc_path(
+                pid,
+                &format!("map_files/{:x}-{:x}", mapping.start, mapping.end),
+            ))
+            .ok()
+        })
 }
 
 /// Find the modules; the executable first, the rest in address order.

@@ -44,7 +44,7 @@ pub struct LiveMemory {
 
 impl LiveMemory {
     pub fn new(pid: i32) -> LiveMemory {
-        let mem = File::open(super::proc_path(pid, "mem")).ok();
+        let mem = File::open(super::memory_dir(pid).join("mem")).ok();
         LiveMemory {
             pid,
             use_vm_readv: AtomicBool::new(mem.is_none()),

@@ -13,49 +13,70 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use procfs::{PF_KTHREAD, Stat, Status};
 
-/// `/proc/PID/<file>`; for the files that show the process's memory, a live thread's copy
-/// when the leader thread has exited ([`MEMORY_FILES`]).
+/// `/proc/PID/<file>`.
 pub fn proc_path(pid: i32, file: &str) -> PathBuf {
-    let dir = Path::new("/proc").join(pid.to_string());
-    if MEMORY_FILES.contains(&file)
-        && let Some(tid) = live_thread_of_exited_leader(pid)
-    {
-        return dir.join("task").join(tid.to_string()).join(file);
-    }
-    dir.join(file)
+    Path::new("/proc").join(pid.to_string()).join(file)
 }
 
-/// Files of `/proc/PID` read through the leader thread's memory map. A leader that has exited
-/// while other threads run on has none: the process called `exit` from another thread and is
-/// held at that thread's exit event (`watch --on-exit`), or its main thread called
-/// `pthread_exit`. These files then fail with ESRCH, while any live thread's
-/// `/proc/PID/task/TID/` copy shows the same memory.
-const MEMORY_FILES: &[&str] = &[
-    "auxv", "cmdline", "environ", "maps", "mem", "pagemap", "smaps", "statm",
-];
+/// The `/proc` folder that shows `pid`'s memory and files: `/proc/PID`, or when the leader
+/// thread has exited while others run on, a live thread's `/proc/PID/task/TID`.
+///
+/// Such a leader is a zombie with no memory map, no root and no executable: the process
+/// called `exit` from another thread and is held at that thread's exit event (`watch
+/// --on-exit`), or its main thread called `pthread_exit`. `/proc/PID/mem`, `auxv`, `exe` and
+/// `root` then fail with ESRCH and `maps` reads empty, while a live thread's copies show the
+/// process. Costs a read of the leader's `stat`: for dumps, not for scans of every process.
+pub fn memory_dir(pid: i32) -> PathBuf {
+    let dir = proc_path(pid, "");
+    match live_thread_of_exited_leader(pid) {
+        Some(tid) => dir.join("task").join(tid.to_string()),
+        None => dir,
+    }
+}
+
+/// Files [`read_proc_file`] reads from [`memory_dir`] when the leader's copy fails or is empty.
+const MEMORY_FILES: &[&str] = &["auxv", "cmdline", "environ", "maps", "smaps", "statm"];
 
 /// A thread of `pid` that has not exited, when the leader has (a zombie); `None` when the
-/// leader is alive, or when no thread is.
+/// leader is alive, or when no thread is. A thread in a ptrace stop comes first: threads
+/// killed by an `exit_group` may still run for a moment after dropping the memory map, while
+/// the one a tracer holds at its exit event still has it.
 fn live_thread_of_exited_leader(pid: i32) -> Option<i32> {
     let state = |path: PathBuf| Some(procfs::parse_stat(&std::fs::read(path).ok()?)?.state);
-    let dir = Path::new("/proc").join(pid.to_string());
+    let dir = proc_path(pid, "");
     if state(dir.join("stat")) != Some(b'Z') {
         return None;
     }
-    std::fs::read_dir(dir.join("task"))
+    let live: Vec<(i32, u8)> = std::fs::read_dir(dir.join("task"))
         .ok()?
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&tid| tid != pid)
-        .find(|&tid| {
-            let path = dir.join("task").join(tid.to_string()).join("stat");
-            !matches!(state(path), Some(b'Z' | b'X') | None)
-        })
+        .filter_map(|tid| Some((tid, state(dir.join(format!("task/{tid}/stat")))?)))
+        .filter(|(_, state)| !matches!(state, b'Z' | b'X' | b'x'))
+        .collect();
+    live.iter()
+        .find(|(_, state)| matches!(state, b't' | b'T'))
+        .or(live.first())
+        .map(|&(tid, _)| tid)
 }
 
-/// Read one `/proc/PID` file, turning "gone" and "not allowed" into the engine's errors.
+/// Read one `/proc/PID` file, turning "gone" and "not allowed" into the engine's errors. The
+/// memory files come from a live thread when the leader has exited ([`memory_dir`]).
 pub fn read_proc_file(pid: i32, file: &str) -> Result<Vec<u8>> {
     let path = proc_path(pid, file);
-    std::fs::read(&path).map_err(|e| proc_error(pid, &path, e))
+    let read = std::fs::read(&path);
+    let leader_has_none = match &read {
+        Ok(bytes) => bytes.is_empty(),
+        Err(e) => e.raw_os_error() == Some(libc::ESRCH),
+    };
+    if leader_has_none && MEMORY_FILES.contains(&file) {
+        let dir = memory_dir(pid);
+        if dir != proc_path(pid, "") {
+            let path = dir.join(file);
+            return std::fs::read(&path).map_err(|e| proc_error(pid, &path, e));
+        }
+    }
+    read.map_err(|e| proc_error(pid, &path, e))
 }
 
 pub(crate) fn proc_error(pid: i32, path: &Path, e: std::io::Error) -> Error {

@@ -32,7 +32,7 @@ pub struct PageScanner {
 
 impl PageScanner {
     pub fn open(pid: i32) -> Result<PageScanner> {
-        let path = super::proc_path(pid, "pagemap");
+        let path = super::memory_dir(pid).join("pagemap");
         let pagemap = File::open(&path).map_err(|e| super::proc_error(pid, &path, e))?;
         Ok(PageScanner {
             pagemap,

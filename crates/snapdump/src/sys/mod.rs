@@ -303,14 +303,46 @@ pub fn rename_no_replace(from: &std::path::Path, to: &std::path::Path) -> nix::R
 pub const DIRECT_ALIGN: usize = 4096;
 
 /// A second descriptor on `file` that writes with `O_DIRECT`: straight from the caller's pages
-/// to the disk, with no copy into the page cache and no writeback to do later. Fails (EINVAL)
-/// where the filesystem has no direct I/O.
+/// to the disk, with no copy into the page cache and no writeback to do later. Only where the
+/// filesystem reports direct I/O (statx `STATX_DIOALIGN`, Linux 6.1+) with alignments that
+/// [`DIRECT_ALIGN`] meets: on NFS, FUSE or overlayfs each direct write would wait for the
+/// server or be emulated, slower than the page cache.
 pub fn open_direct(file: &File) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
+    let unsupported = || std::io::Error::from(std::io::ErrorKind::Unsupported);
+    let (memory, offset) = direct_io_alignment(file).ok_or_else(unsupported)?;
+    if memory as usize > DIRECT_ALIGN || offset as usize > DIRECT_ALIGN {
+        return Err(unsupported());
+    }
     std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
         .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// The alignments direct I/O on `file` needs, (buffer address, file offset), as statx's
+/// `STATX_DIOALIGN` reports them; `None` where the filesystem does not report direct I/O.
+pub fn direct_io_alignment(file: &File) -> Option<(u32, u32)> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: statx writes at most one `struct statx` into `stx`, which is that size; the empty
+    // path with AT_EMPTY_PATH names the descriptor itself, owned by `file` for the call.
+    let rc = unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            stx.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: zeroed, then filled by the kernel; every field is a plain integer.
+    let stx = unsafe { stx.assume_init() };
+    let reported = stx.stx_mask & libc::STATX_DIOALIGN != 0;
+    (reported && stx.stx_dio_mem_align > 0 && stx.stx_dio_offset_align > 0)
+        .then_some((stx.stx_dio_mem_align, stx.stx_dio_offset_align))
 }
 
 /// Start writing `[offset, offset + len)` of `file` to disk without waiting for it
