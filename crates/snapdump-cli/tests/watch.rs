@@ -707,23 +707,11 @@ fn an_exiting_target_ends_the_watch_or_is_dumped_with_on_exit() {
     );
 
     // --on-exit dumps it on its way out; its exit status is untouched.
-    let mut target = Target::spawn(&[]);
+    let (target, status, finished, stderr) = watch_its_exit(&dir, "--mini", |target| {
+        target.command_expect("exit", "bye");
+    });
     let pid = target.pid();
-    let mut watcher = Watcher::start(&[
-        "--pid",
-        &pid.to_string(),
-        "--on-exit",
-        "--mini",
-        "-o",
-        dir.to_str().unwrap(),
-    ]);
-    watcher.expect_watching(pid);
-    target.command_expect("exit", "bye");
-    let status = target.wait_exit(TIMEOUT).unwrap();
     assert!(status.success(), "{status:?}");
-    let finished = watcher.finish();
-    let stderr = finished.stderr_text();
-    assert!(finished.status.success(), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "exit: status 0 in thread {pid} (pid {pid}): dump 1 of 1 -> "
@@ -742,23 +730,11 @@ fn an_exiting_target_ends_the_watch_or_is_dumped_with_on_exit() {
     // exit_group from a thread that is not the main one: dumped too, that thread named, the
     // status untouched. The leader has exited by then, so its memory (and, for Triage, where
     // the arguments lie) is found through the live thread.
-    let mut target = Target::spawn(&[]);
+    let (target, status, finished, stderr) = watch_its_exit(&dir, "--triage", |target| {
+        target.command_expect("exit thread", "bye from sd-exiter");
+    });
     let pid = target.pid();
-    let mut watcher = Watcher::start(&[
-        "--pid",
-        &pid.to_string(),
-        "--on-exit",
-        "--triage",
-        "-o",
-        dir.to_str().unwrap(),
-    ]);
-    watcher.expect_watching(pid);
-    target.command_expect("exit thread", "bye from sd-exiter");
-    let status = target.wait_exit(TIMEOUT).unwrap();
     assert_eq!(status.code(), Some(3), "{status:?}");
-    let finished = watcher.finish();
-    let stderr = finished.stderr_text();
-    assert!(finished.status.success(), "{stderr}");
     assert!(
         stderr.contains("exit: status 3 in thread ")
             && !stderr.contains(&format!("thread {pid} (")),
@@ -776,23 +752,11 @@ fn an_exiting_target_ends_the_watch_or_is_dumped_with_on_exit() {
 
     // A death by signal is dumped before it starts, every thread there, the signal recorded;
     // the target still dies of it.
-    let mut target = Target::spawn(&[]);
+    let (target, status, finished, stderr) = watch_its_exit(&dir, "--mini", |target| {
+        kill(Pid::from_raw(target.pid()), Signal::SIGTERM).unwrap();
+    });
     let pid = target.pid();
-    let mut watcher = Watcher::start(&[
-        "--pid",
-        &pid.to_string(),
-        "--on-exit",
-        "--mini",
-        "-o",
-        dir.to_str().unwrap(),
-    ]);
-    watcher.expect_watching(pid);
-    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
-    let status = target.wait_exit(TIMEOUT).unwrap();
     assert_eq!(status.signal(), Some(Signal::SIGTERM as i32), "{status:?}");
-    let finished = watcher.finish();
-    let stderr = finished.stderr_text();
-    assert!(finished.status.success(), "{stderr}");
     assert!(
         stderr.contains("exit: killed by SIGTERM in thread "),
         "{stderr}"
@@ -811,6 +775,32 @@ fn an_exiting_target_ends_the_watch_or_is_dumped_with_on_exit() {
         assert!(gdb.contains(&format!("LWP {tid}")), "thread {tid}: {gdb}");
     }
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Watch a fresh target with `--on-exit` and `mode` into `dir`, let `end` make it exit, and
+/// return it with its exit status, the watcher's output and stderr (the watch must succeed).
+fn watch_its_exit(
+    dir: &Path,
+    mode: &str,
+    end: impl FnOnce(&mut Target),
+) -> (Target, ExitStatus, Finished, String) {
+    let mut target = Target::spawn(&[]);
+    let pid = target.pid();
+    let mut watcher = Watcher::start(&[
+        "--pid",
+        &pid.to_string(),
+        "--on-exit",
+        mode,
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    watcher.expect_watching(pid);
+    end(&mut target);
+    let status = target.wait_exit(TIMEOUT).unwrap();
+    let finished = watcher.finish();
+    let stderr = finished.stderr_text();
+    assert!(finished.status.success(), "{stderr}");
+    (target, status, finished, stderr)
 }
 
 /// A copy of the test target under a name no other test uses, started by hand.
