@@ -28,8 +28,11 @@ const PAGE: u64 = 4096;
 /// Memory is read in runs of this size.
 pub const READ_CHUNK: usize = 4 << 20;
 
-/// One PT_LOAD: a stretch of a planned segment, with its bytes in the file (`filesz ==
-/// memsz`) or without (`filesz == 0`: never-touched memory, or a segment the plan leaves out).
+/// One PT_LOAD: a stretch of a planned segment. A touched run's bytes are in the file
+/// (`filesz`), and the never-touched pages after it, up to the next run, are folded into its
+/// `memsz`: readers take memory past `p_filesz` as zeros, and scattered pages need one program
+/// header each instead of two. `filesz == 0`: the untouched pages before a segment's first
+/// run, or a segment the plan leaves out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Load {
     pub vaddr: u64,
@@ -104,29 +107,31 @@ fn loads(plan: &Plan, data_offset: u64) -> impl Iterator<Item = Load> + '_ {
         .iter()
         .enumerate()
         .flat_map(|(index, segment)| {
-            // (start, end, stored) pieces: the runs and the gaps around them.
-            let pieces: Box<dyn Iterator<Item = (u64, u64, bool)> + Send> = if segment.stored {
-                let mut at = segment.start;
-                let gaps_and_runs = segment.runs.iter().flat_map(move |&(start, end)| {
-                    let gap = (at, start, false);
-                    at = end;
-                    [gap, (start, end, true)]
-                });
-                let last = segment.runs.last().map_or(segment.start, |r| r.1);
-                Box::new(gaps_and_runs.chain([(last, segment.end, false)]))
-            } else {
-                Box::new([(segment.start, segment.end, false)].into_iter())
-            };
+            // (start, end, bytes stored) pieces: the untouched pages before the first run, then
+            // each run with the untouched pages after it.
+            let pieces: Box<dyn Iterator<Item = (u64, u64, u64)> + Send> =
+                match (segment.stored, segment.runs.first()) {
+                    (true, Some(&(first, _))) => {
+                        let next_starts = segment.runs[1..].iter().map(|r| r.0);
+                        let ends = next_starts.chain([segment.end]);
+                        let runs = segment
+                            .runs
+                            .iter()
+                            .zip(ends)
+                            .map(|(&(start, end), next)| (start, next, end - start));
+                        Box::new([(segment.start, first, 0)].into_iter().chain(runs))
+                    }
+                    _ => Box::new([(segment.start, segment.end, 0)].into_iter()),
+                };
             pieces
                 .filter(|&(start, end, _)| end > start)
-                .map(move |(start, end, stored)| (index, start, end, stored))
+                .map(move |(start, end, filesz)| (index, start, end, filesz))
         })
-        .map(move |(segment, vaddr, end, stored)| {
-            if stored {
+        .map(move |(segment, vaddr, end, filesz)| {
+            if filesz > 0 {
                 // Keep p_offset congruent to p_vaddr modulo the page size, as ELF asks.
                 cursor += vaddr.wrapping_sub(cursor) % PAGE;
             }
-            let filesz = if stored { end - vaddr } else { 0 };
             let load = Load {
                 vaddr,
                 memsz: end - vaddr,
@@ -412,10 +417,8 @@ mod tests {
             .iter()
             .map(|l| ((l.vaddr - start) / PAGE, l.memsz / PAGE, l.filesz / PAGE))
             .collect();
-        assert_eq!(
-            shape,
-            vec![(0, 1, 0), (1, 1, 1), (2, 3, 0), (5, 2, 2), (7, 1, 0)]
-        );
+        // The untouched pages after a run are folded into its memsz.
+        assert_eq!(shape, vec![(0, 1, 0), (1, 4, 1), (5, 3, 2)]);
         let stored: Vec<&Load> = loads.iter().filter(|l| l.filesz > 0).collect();
         assert_eq!(stored[0].offset, layout.data_offset);
         assert_eq!(stored[1].offset, layout.data_offset + PAGE);
