@@ -217,6 +217,7 @@ pub fn read<'a>(src: &'a dyn ReadAt, report: &mut Report) -> Result<CoreMemory<'
         .snapdump_mode
         .clone()
         .filter(|m| ["mini", "heap", "full"].contains(&m.as_str()));
+    report.mode_recorded = report.mode.is_some();
     fill_process(&notes, report);
     report.threads = notes.threads.clone();
     let reason = &report.process.reason;

@@ -31,6 +31,10 @@ pub struct Report {
     /// for any writer (see [`crate::infer_mode`]); absent only when nothing could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// True when `mode` is the one snapdump recorded in the dump (its `SNAPDUMP` note), not
+    /// inferred.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mode_recorded: bool,
     pub process: Process,
     pub threads: Vec<Thread>,
     pub modules: Vec<Module>,

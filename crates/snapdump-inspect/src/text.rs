@@ -54,7 +54,12 @@ fn header(out: &mut String, r: &Report) {
         None => first.push_str("; writer unknown"),
     }
     if let Some(mode) = &r.mode {
-        let _ = write!(first, "; mode {mode} (inferred from the contents)");
+        let source = if r.mode_recorded {
+            "recorded by snapdump"
+        } else {
+            "inferred from the contents"
+        };
+        let _ = write!(first, "; mode {mode} ({source})");
     }
     let _ = writeln!(out, "{first}");
     let p = &r.process;

@@ -20,10 +20,10 @@ fn snapdump_elf_cores_in_every_mode() {
         let report = inspect(&path, true);
         assert_eq!(report.format, DumpFormat::ElfCore);
         assert_eq!(report.writer, Some(Writer::Snapdump), "{mode}");
-        assert_eq!(
-            report.mode.as_deref(),
-            Some(mode),
-            "mode inferred from the contents"
+        assert_eq!(report.mode.as_deref(), Some(mode), "mode from the note");
+        assert!(
+            report.mode_recorded,
+            "{mode}: the SNAPDUMP note names the mode"
         );
         assert_eq!(report.process.reason.kind, ReasonKind::Requested);
         assert!(report.threads.iter().all(|t| !t.crashed));
@@ -84,6 +84,10 @@ fn snapdump_minidumps_in_every_mode() {
             report.mode.as_deref(),
             Some(mode),
             "mode inferred from the contents"
+        );
+        assert!(
+            !report.mode_recorded,
+            "minidumps carry no mode: it is inferred"
         );
         assert_eq!(report.process.reason.kind, ReasonKind::Requested);
         check_target(
