@@ -221,11 +221,10 @@ impl Capture {
 /// thread [`proc::memory_dir`] picks; name, state and pid stay the leader's.
 fn process_stat(pid: i32) -> Result<Stat> {
     let leader = proc::read_stat(pid)?;
-    let dir = proc::memory_dir(pid);
-    if dir == proc::proc_path(pid, "") {
+    let Some(tid) = proc::live_thread_of_exited_leader(pid) else {
         return Ok(leader);
-    }
-    let thread = std::fs::read(dir.join("stat"))
+    };
+    let thread = std::fs::read(proc::proc_path(pid, &format!("task/{tid}/stat")))
         .ok()
         .and_then(|bytes| procfs::parse_stat(&bytes));
     Ok(match thread {
@@ -336,6 +335,7 @@ fn read_thread(pid: i32, tid: i32, pending: Option<sys::Signal>) -> Result<Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::memory::ByteFn;
 
     #[test]
     fn hints_give_flags_to_the_mappings_they_contain() {
@@ -355,20 +355,14 @@ mod tests {
         assert!(with_hints(b"7000-8000 r--p 00000000 08:01 43 /lib/y.so\n", &hints).is_none());
     }
 
-    /// Memory laid out as the kernel leaves it: `prog\0-x\0secret\0` then `A=1\0`.
-    struct Strings;
     // argv[0] straddles a page boundary.
     const ARGS: u64 = 0x7ffe_0000_0ffe;
-    impl ProcessMemory for Strings {
-        fn read_into(&self, addr: u64, buf: &mut [u8]) -> u64 {
-            let image = b"prog\0-x\0secret\0A=1\0";
-            for (i, b) in buf.iter_mut().enumerate() {
-                let at = (addr + i as u64).wrapping_sub(ARGS) as usize;
-                *b = image.get(at).copied().unwrap_or(b'?');
-            }
-            0
-        }
-    }
+    /// Memory laid out as the kernel leaves it: `prog\0-x\0secret\0` then `A=1\0`.
+    const STRINGS: ByteFn<fn(u64) -> u8> = ByteFn(|addr| {
+        let image = b"prog\0-x\0secret\0A=1\0";
+        let at = addr.wrapping_sub(ARGS) as usize;
+        image.get(at).copied().unwrap_or(b'?')
+    });
 
     #[test]
     fn redaction_keeps_argv0_and_blanks_the_rest() {
@@ -379,7 +373,7 @@ mod tests {
             env_end: ARGS + 21,
             ..Stat::default()
         };
-        let ranges = redaction(1, &stat, &Strings).unwrap();
+        let ranges = redaction(1, &stat, &STRINGS).unwrap();
         assert_eq!(ranges, [(ARGS + 5, ARGS + 17), (ARGS + 17, ARGS + 21)]);
         // No NUL in the argument block (a rewritten command line): all of it goes.
         let rewritten = Stat {
@@ -387,11 +381,11 @@ mod tests {
             ..stat.clone()
         };
         assert_eq!(
-            redaction(1, &rewritten, &Strings).unwrap()[0],
+            redaction(1, &rewritten, &STRINGS).unwrap()[0],
             (ARGS, ARGS + 4)
         );
         // Without the addresses (an old kernel, or withheld) a redacted dump is refused.
-        assert!(redaction(1, &Stat::default(), &Strings).is_err());
+        assert!(redaction(1, &Stat::default(), &STRINGS).is_err());
         assert_eq!(first_string_len(b"prog\0-x\0"), 5);
         assert_eq!(first_string_len(b"prog"), 4);
     }

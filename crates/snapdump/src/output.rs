@@ -700,7 +700,7 @@ fn is_zero(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::memory::ProcessMemory;
+    use crate::process::memory::{ByteFn, ProcessMemory};
     use std::os::unix::fs::MetadataExt;
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -744,20 +744,13 @@ mod tests {
     }
 
     /// Every byte reads as a function of its address; one page in seven reads as zeros.
-    struct Pattern;
-    impl ProcessMemory for Pattern {
-        fn read_into(&self, addr: u64, buf: &mut [u8]) -> u64 {
-            for (i, b) in buf.iter_mut().enumerate() {
-                let a = addr + i as u64;
-                *b = if (a / PAGE as u64) % 7 == 3 {
-                    0
-                } else {
-                    (a % 253) as u8 | 1
-                };
-            }
+    const PATTERN: ByteFn<fn(u64) -> u8> = ByteFn(|a| {
+        if (a / PAGE as u64) % 7 == 3 {
             0
+        } else {
+            (a % 253) as u8 | 1
         }
-    }
+    });
 
     #[test]
     fn scattered_pages_laid_end_to_end_read_back_whole() {
@@ -792,7 +785,7 @@ mod tests {
         };
         writer.skip_to(data_offset).unwrap();
         let stats = copy_memory(
-            &Pattern,
+            &PATTERN,
             runs.clone().into_iter(),
             &mut locate,
             &mut writer,
@@ -811,7 +804,7 @@ mod tests {
         for &(start, end) in &runs {
             let offset = locate_in(&runs, data_offset, start) as usize;
             let mut expected = vec![0u8; (end - start) as usize];
-            Pattern.read_into(start, &mut expected);
+            PATTERN.read_into(start, &mut expected);
             assert!(
                 back[offset..offset + expected.len()] == expected[..],
                 "run at {start:#x} differs"

@@ -285,20 +285,13 @@ mod tests {
     use super::*;
     use crate::capture::{DumpReason, Thread};
     use crate::process::link_map::LinkMap;
+    use crate::process::memory::ByteFn;
     use crate::process::procfs::{Backing, Mapping, Stat, Status};
     use crate::select::Segment;
     use object::read::elf::{FileHeader as _, ProgramHeader as _};
 
-    struct Pattern;
-
-    impl ProcessMemory for Pattern {
-        fn read_into(&self, addr: u64, buf: &mut [u8]) -> u64 {
-            for (i, b) in buf.iter_mut().enumerate() {
-                *b = ((addr + i as u64) % 251) as u8 | 1;
-            }
-            0
-        }
-    }
+    /// Every byte readable, none zero.
+    const PATTERN: ByteFn<fn(u64) -> u8> = ByteFn(|addr| (addr % 251) as u8 | 1);
 
     fn mapping(start: u64, end: u64) -> Mapping {
         Mapping::private_rw(start, end, Backing::Anonymous)
@@ -366,7 +359,7 @@ mod tests {
             capture,
             plan,
             &layout,
-            &Pattern,
+            &PATTERN,
             SparseWriter::new(&file, None, 0),
             &mut |_| {},
             &Cancel::new(),
@@ -396,7 +389,7 @@ mod tests {
         assert_eq!(stored.p_filesz(endian), PAGE);
         let offset = stored.p_offset(endian) as usize;
         let mut expected = vec![0u8; 16];
-        Pattern.read_into(stored.p_vaddr(endian), &mut expected);
+        PATTERN.read_into(stored.p_vaddr(endian), &mut expected);
         assert_eq!(&core[offset..offset + 16], &expected[..]);
         assert_eq!(headers[1 + 11].p_filesz(endian), 0);
     }
@@ -427,7 +420,7 @@ mod tests {
         assert_eq!(core.len() as u64, layout.total_len);
         for load in stored {
             let mut expected = vec![0u8; load.filesz as usize];
-            Pattern.read_into(load.vaddr, &mut expected);
+            PATTERN.read_into(load.vaddr, &mut expected);
             let at = load.offset as usize;
             assert_eq!(&core[at..at + expected.len()], &expected[..]);
         }

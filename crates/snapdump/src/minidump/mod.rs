@@ -624,6 +624,7 @@ mod tests {
     use super::*;
     use crate::capture::{Thread, reg};
     use crate::process::link_map::LinkMap;
+    use crate::process::memory::ByteFn;
     use crate::process::procfs::Backing;
     use crate::process::procfs::{Stat, Status};
     use crate::select::Segment;
@@ -632,21 +633,12 @@ mod tests {
         MinidumpSystemInfo, MinidumpThreadList,
     };
 
-    /// Every byte readable, none zero.
-    struct Pattern;
-
     fn byte(addr: u64) -> u8 {
         (addr ^ (addr >> 8)) as u8 | 1
     }
 
-    impl ProcessMemory for Pattern {
-        fn read_into(&self, addr: u64, buf: &mut [u8]) -> u64 {
-            for (i, slot) in buf.iter_mut().enumerate() {
-                *slot = byte(addr + i as u64);
-            }
-            0
-        }
-    }
+    /// Every byte readable, none zero.
+    const PATTERN: ByteFn<fn(u64) -> u8> = ByteFn(byte);
 
     fn mapping(start: u64, end: u64, backing: Backing) -> Mapping {
         Mapping::private_rw(start, end, backing)
@@ -765,7 +757,7 @@ mod tests {
         let stats = write_minidump(
             capture,
             plan,
-            &Pattern,
+            &PATTERN,
             out,
             &mut |done| last = done,
             &Cancel::new(),

@@ -118,6 +118,20 @@ impl ProcessMemory for LiveMemory {
     }
 }
 
+/// Test memory: every byte readable, the byte at `addr` being `f(addr)`.
+#[cfg(test)]
+pub(crate) struct ByteFn<F>(pub F);
+
+#[cfg(test)]
+impl<F: Fn(u64) -> u8 + Sync> ProcessMemory for ByteFn<F> {
+    fn read_into(&self, addr: u64, buf: &mut [u8]) -> u64 {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (self.0)(addr + i as u64);
+        }
+        0
+    }
+}
+
 /// Another source's memory with some ranges blanked: bytes inside them read as zeros (a
 /// redacted dump's argument and environment strings). Both writers read through it, so the
 /// blanked bytes reach neither the ELF segments nor the minidump's memory lists.
@@ -155,19 +169,11 @@ mod tests {
     use super::*;
 
     /// Every byte reads as the low byte of its address, never zero.
-    struct Ones;
-    impl ProcessMemory for Ones {
-        fn read_into(&self, addr: u64, buf: &mut [u8]) -> u64 {
-            for (i, b) in buf.iter_mut().enumerate() {
-                *b = ((addr + i as u64) as u8) | 1;
-            }
-            0
-        }
-    }
+    const ONES: ByteFn<fn(u64) -> u8> = ByteFn(|addr| addr as u8 | 1);
 
     #[test]
     fn redacted_ranges_read_as_zeros() {
-        let memory = Redacted::new(&Ones, &[(110, 120), (95, 102), (130, 130)]);
+        let memory = Redacted::new(&ONES, &[(110, 120), (95, 102), (130, 130)]);
         let bytes = memory.read_vec(100, 40).unwrap();
         let zeros: Vec<usize> = (0..40).filter(|&i| bytes[i] == 0).collect();
         let expected: Vec<usize> = (0..2).chain(10..20).collect();

@@ -27,10 +27,9 @@ pub fn proc_path(pid: i32, file: &str) -> PathBuf {
 /// `root` then fail with ESRCH and `maps` reads empty, while a live thread's copies show the
 /// process. Costs a read of the leader's `stat`: for dumps, not for scans of every process.
 pub fn memory_dir(pid: i32) -> PathBuf {
-    let dir = proc_path(pid, "");
     match live_thread_of_exited_leader(pid) {
-        Some(tid) => dir.join("task").join(tid.to_string()),
-        None => dir,
+        Some(tid) => proc_path(pid, &format!("task/{tid}")),
+        None => proc_path(pid, ""),
     }
 }
 
@@ -41,17 +40,15 @@ const MEMORY_FILES: &[&str] = &["auxv", "cmdline", "environ", "maps", "smaps", "
 /// leader is alive, or when no thread is. A thread in a ptrace stop comes first: threads
 /// killed by an `exit_group` may still run for a moment after dropping the memory map, while
 /// the one a tracer holds at its exit event still has it.
-fn live_thread_of_exited_leader(pid: i32) -> Option<i32> {
-    let state = |path: PathBuf| Some(procfs::parse_stat(&std::fs::read(path).ok()?)?.state);
-    let dir = proc_path(pid, "");
-    if state(dir.join("stat")) != Some(b'Z') {
+pub(crate) fn live_thread_of_exited_leader(pid: i32) -> Option<i32> {
+    if thread_state(pid, pid) != Some(b'Z') {
         return None;
     }
-    let live: Vec<(i32, u8)> = std::fs::read_dir(dir.join("task"))
+    let live: Vec<(i32, u8)> = task_ids(pid)
         .ok()?
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .into_iter()
         .filter(|&tid| tid != pid)
-        .filter_map(|tid| Some((tid, state(dir.join(format!("task/{tid}/stat")))?)))
+        .filter_map(|tid| Some((tid, thread_state(pid, tid)?)))
         .filter(|(_, state)| !matches!(state, b'Z' | b'X' | b'x'))
         .collect();
     live.iter()
@@ -69,12 +66,12 @@ pub fn read_proc_file(pid: i32, file: &str) -> Result<Vec<u8>> {
         Ok(bytes) => bytes.is_empty(),
         Err(e) => e.raw_os_error() == Some(libc::ESRCH),
     };
-    if leader_has_none && MEMORY_FILES.contains(&file) {
-        let dir = memory_dir(pid);
-        if dir != proc_path(pid, "") {
-            let path = dir.join(file);
-            return std::fs::read(&path).map_err(|e| proc_error(pid, &path, e));
-        }
+    if leader_has_none
+        && MEMORY_FILES.contains(&file)
+        && let Some(tid) = live_thread_of_exited_leader(pid)
+    {
+        let path = proc_path(pid, &format!("task/{tid}/{file}"));
+        return std::fs::read(&path).map_err(|e| proc_error(pid, &path, e));
     }
     read.map_err(|e| proc_error(pid, &path, e))
 }
@@ -113,6 +110,13 @@ pub fn task_ids(pid: i32) -> Result<Vec<i32>> {
         .collect();
     tids.sort_unstable_by_key(|&tid| (tid != pid, tid));
     Ok(tids)
+}
+
+/// Thread `tid`'s state letter from `/proc/PID/task/TID/stat`; `None` when it cannot be read
+/// (the thread is gone).
+pub(crate) fn thread_state(pid: i32, tid: i32) -> Option<u8> {
+    let stat = std::fs::read(proc_path(pid, &format!("task/{tid}/stat"))).ok()?;
+    Some(procfs::parse_stat(&stat)?.state)
 }
 
 /// A thread's name (`comm`), empty when it is gone.

@@ -512,25 +512,14 @@ fn drop_dead_leader(pid: i32, held: &mut Vec<StoppedThread>) -> bool {
     dead
 }
 
-/// The leader's state letter from `/proc/PID/task/PID/stat`; `None` if it cannot be read.
+/// The leader's state letter; `None` if it cannot be read.
 fn leader_state(pid: i32) -> Option<u8> {
-    let stat = std::fs::read(super::proc_path(pid, &format!("task/{pid}/stat"))).ok()?;
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    stat.get(close + 2).copied()
+    super::thread_state(pid, pid)
 }
 
 /// Whether thread `tid` is a zombie or gone.
 fn thread_exited(pid: i32, tid: i32) -> bool {
-    match std::fs::read(super::proc_path(pid, &format!("task/{tid}/stat"))) {
-        Ok(stat) => {
-            let state = stat
-                .iter()
-                .rposition(|&b| b == b')')
-                .and_then(|close| stat.get(close + 2));
-            matches!(state, Some(b'Z' | b'X'))
-        }
-        Err(_) => true,
-    }
+    matches!(super::thread_state(pid, tid), Some(b'Z' | b'X') | None)
 }
 
 /// Whether the leader is a zombie while other threads remain: the sign of an exec by another
