@@ -492,3 +492,176 @@ fn target_execing_in_a_loop_while_dumped_again_and_again() {
 fn target_execing_in_a_loop_while_snapshot_dumps_run() {
     dumps_of_a_target_execing_in_a_loop("--snapshot");
 }
+
+/// `tests/fixtures/leader_exits.c`, built with the system's C compiler and running: its main
+/// thread has called `pthread_exit` (the leader is a zombie) and its worker thread answers
+/// lines on stdin.
+struct LeaderExited {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: mpsc::Receiver<String>,
+    exe: std::path::PathBuf,
+    pid: i32,
+    worker: i32,
+}
+
+impl LeaderExited {
+    fn start(dir: &std::path::Path) -> LeaderExited {
+        let source =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/leader_exits.c");
+        let exe = dir.join("leader_exits");
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let built = Command::new(&cc)
+            .args(["-g", "-O0", "-pthread", "-o"])
+            .arg(&exe)
+            .arg(&source)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
+        assert!(
+            built.status.success(),
+            "building {}: {}",
+            source.display(),
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let mut child = Command::new(&exe)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let ready = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no READY line from leader_exits");
+        let fields: Vec<i32> = ready
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("bad READY line {ready:?}"))
+            .split(' ')
+            .map(|f| f.parse().unwrap())
+            .collect();
+        let (pid, worker) = (fields[0], fields[1]);
+        assert_eq!(pid, child.id() as i32);
+        let leader_is_zombie = || {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat"))
+                .ok()
+                .and_then(|s| snapdump_test_support::parse_stat(&s))
+                .is_some_and(|(_, _, state)| state == 'Z')
+        };
+        assert!(
+            within(Duration::from_secs(10), leader_is_zombie),
+            "the main thread of {pid} did not exit"
+        );
+        LeaderExited {
+            child,
+            stdin,
+            lines,
+            exe,
+            pid,
+            worker,
+        }
+    }
+
+    /// The worker answers a line: the process runs on, its blocked read intact.
+    fn assert_answers(&mut self, what: &str) {
+        use std::io::Write;
+        self.stdin.write_all(b"ping\n").unwrap();
+        let answer = self.lines.recv_timeout(Duration::from_secs(10));
+        assert!(
+            answer.as_deref().is_ok_and(|l| l.starts_with("ALIVE ")),
+            "{what}: the worker did not answer: {answer:?}"
+        );
+    }
+}
+
+impl Drop for LeaderExited {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// gcore refuses a process whose main thread called `pthread_exit` ("not being run"), and so
+/// did snapdump ("a zombie"). The process lives on in its other threads: each is dumped, the
+/// zombie leader left out, by snapshot and stopped alike, and the process runs on unharmed.
+#[test]
+fn a_process_whose_main_thread_exited_is_dumped_from_its_other_threads() {
+    let dir = temp_dir("leader-exits");
+    let mut target = LeaderExited::start(&dir);
+    let (pid, worker) = (target.pid, target.worker);
+    // Listed as dumpable, with the command line the leader's folder no longer shows.
+    let ps = Command::new(snapdump_bin()).arg("ps").output().unwrap();
+    let listing = String::from_utf8_lossy(&ps.stdout);
+    let row = listing
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&pid.to_string()))
+        .unwrap_or_else(|| panic!("pid {pid} not in snapdump ps:\n{listing}"));
+    assert!(
+        row.contains(" yes ") && row.contains("/leader_exits"),
+        "{row}"
+    );
+    let runs: [(&str, &[&str]); 3] = [
+        ("snapshot.core", &[]),
+        ("stopped.core", &["--no-snapshot"]),
+        ("snapshot.dmp", &["--format", "minidump"]),
+    ];
+    for (name, flags) in runs {
+        let out = Command::new(snapdump_bin())
+            .args(["dump", "--pid", &pid.to_string(), "--full", "-o"])
+            .arg(dir.join(name))
+            .args(flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: snapdump failed: {stderr}");
+        assert!(stderr.contains("1 threads"), "{name}: {stderr}");
+        if flags.is_empty() {
+            assert!(stderr.contains("paused for a snapshot"), "{name}: {stderr}");
+        }
+        assert_running_untraced(pid);
+        assert!(
+            children_of(pid).is_empty() && zombies_of(pid).is_empty(),
+            "{name}: children {:?}, zombies {:?}; snapdump said: {stderr}",
+            children_of(pid),
+            zombies_of(pid)
+        );
+        target.assert_answers(name);
+    }
+    for core in ["snapshot.core", "stopped.core"] {
+        let out = snapdump_test_support::tools::gdb(
+            &target.exe,
+            &dir.join(core),
+            &["info threads", "bt", "print/x leader_exits_marker"],
+        );
+        assert!(out.contains(&format!("LWP {worker}")), "{core}: {out}");
+        // gdb's libthread_db still lists the leader from the thread list in memory, as
+        // exiting; the core holds no registers for it.
+        assert!(
+            out.lines()
+                .filter(|l| l.contains(&format!("(LWP {pid})")))
+                .all(|l| l.contains("(Exiting)")),
+            "{core}: {out}"
+        );
+        assert!(out.contains("worker_loop"), "{core}: {out}");
+        assert!(out.contains("0x5eedfacecafe1234"), "{core}: {out}");
+    }
+    let (walk, _) = snapdump_test_support::tools::run_with_timeout(
+        Command::new(snapdump_test_support::tools::minidump_stackwalk())
+            .arg(dir.join("snapshot.dmp")),
+        Duration::from_secs(120),
+    );
+    let stack = String::from_utf8_lossy(&walk.stdout);
+    assert!(walk.status.success(), "{stack}");
+    assert!(stack.contains(&format!("tid: {worker}")), "{stack}");
+    assert!(!stack.contains("Thread 1 "), "one thread only: {stack}");
+    drop(target);
+    std::fs::remove_dir_all(dir).unwrap();
+}

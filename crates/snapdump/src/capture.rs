@@ -214,11 +214,10 @@ impl Capture {
     }
 }
 
-/// The length of the first NUL-terminated string of `bytes`, its NUL included (all of `bytes`
-/// when there is no NUL).
 /// The process's `stat`. When the leader thread has exited, its own `stat` shows no memory
 /// (the argument and environment addresses read 0), so those fields come from the live
-/// thread [`proc::memory_dir`] picks; name, state and pid stay the leader's.
+/// thread [`proc::memory_dir`] picks; everything else stays the leader's (the start time
+/// above all: it tells this process from a later one with the same pid).
 fn process_stat(pid: i32) -> Result<Stat> {
     let leader = proc::read_stat(pid)?;
     let Some(tid) = proc::live_thread_of_exited_leader(pid) else {
@@ -229,15 +228,18 @@ fn process_stat(pid: i32) -> Result<Stat> {
         .and_then(|bytes| procfs::parse_stat(&bytes));
     Ok(match thread {
         Some(thread) => Stat {
-            pid: leader.pid,
-            comm: leader.comm,
-            state: leader.state,
-            ..thread
+            arg_start: thread.arg_start,
+            arg_end: thread.arg_end,
+            env_start: thread.env_start,
+            env_end: thread.env_end,
+            ..leader
         },
         None => leader,
     })
 }
 
+/// The length of the first NUL-terminated string of `bytes`, its NUL included (all of `bytes`
+/// when there is no NUL).
 fn first_string_len(bytes: &[u8]) -> usize {
     bytes
         .iter()

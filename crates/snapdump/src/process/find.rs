@@ -34,7 +34,12 @@ pub fn all_pids() -> Vec<i32> {
 
 /// The command line with NULs as spaces, for display.
 pub fn command_line(pid: i32) -> String {
-    let raw = std::fs::read(proc_path(pid, "cmdline")).unwrap_or_default();
+    command_line_in(&proc_path(pid, ""))
+}
+
+/// [`command_line`] from a `/proc` folder: the process's, or a live thread's.
+fn command_line_in(dir: &Path) -> String {
+    let raw = std::fs::read(dir.join("cmdline")).unwrap_or_default();
     let text: Vec<u8> = raw
         .strip_suffix(b"\0")
         .unwrap_or(&raw)
@@ -44,8 +49,8 @@ pub fn command_line(pid: i32) -> String {
     String::from_utf8_lossy(&text).into_owned()
 }
 
-fn exe_file_name(pid: i32) -> Option<String> {
-    let exe = std::fs::read_link(proc_path(pid, "exe")).ok()?;
+fn exe_file_name(dir: &Path) -> Option<String> {
+    let exe = std::fs::read_link(dir.join("exe")).ok()?;
     let name = exe.file_name()?.to_string_lossy().into_owned();
     Some(name.strip_suffix(" (deleted)").unwrap_or(&name).to_owned())
 }
@@ -57,7 +62,17 @@ pub fn summarize(pid: i32) -> Option<ProcessSummary> {
         return None;
     }
     let status = read_status(pid).ok()?;
-    let statm = std::fs::read_to_string(proc_path(pid, "statm")).unwrap_or_default();
+    // A zombie leader with a live thread (it called pthread_exit): the process is that
+    // thread's folder. Asked only of zombies, so a scan of every process pays nothing.
+    let live_thread = match stat.state {
+        b'Z' => super::live_thread_of_exited_leader(pid),
+        _ => None,
+    };
+    let dir = match live_thread {
+        Some(tid) => proc_path(pid, &format!("task/{tid}")),
+        None => proc_path(pid, ""),
+    };
+    let statm = std::fs::read_to_string(dir.join("statm")).unwrap_or_default();
     let rss_pages: u64 = statm
         .split_ascii_whitespace()
         .nth(1)
@@ -66,15 +81,12 @@ pub fn summarize(pid: i32) -> Option<ProcessSummary> {
     let me = std::process::id() as i32;
     let not_dumpable = if pid == me {
         Some("snapdump itself".to_owned())
-    } else if stat.state == b'Z' {
+    } else if stat.state == b'Z' && live_thread.is_none() {
         Some("zombie".to_owned())
     } else if status.tracer_pid != 0 {
         let (tracer, name) = super::tracer_process(status.tracer_pid);
         Some(format!("traced by {tracer} ({name})"))
-    } else if std::fs::metadata(proc_path(pid, "mem"))
-        .and_then(|_| std::fs::File::open(proc_path(pid, "mem")))
-        .is_err()
-    {
+    } else if std::fs::File::open(dir.join("mem")).is_err() {
         Some("permission denied".to_owned())
     } else {
         None
@@ -82,8 +94,8 @@ pub fn summarize(pid: i32) -> Option<ProcessSummary> {
     Some(ProcessSummary {
         pid,
         name: String::from_utf8_lossy(&stat.comm).into_owned(),
-        exe_name: exe_file_name(pid),
-        command_line: command_line(pid),
+        exe_name: exe_file_name(&dir),
+        command_line: command_line_in(&dir),
         rss_bytes: rss_pages * 4096,
         threads: stat.num_threads,
         uid: status.uid,
@@ -106,9 +118,14 @@ fn name_matches(pid: i32, name: &str) -> bool {
     if stat.comm == name.as_bytes() {
         return true;
     }
-    // comm is cut to 15 bytes; the executable's file name is not.
-    exe_file_name(pid).is_some_and(|exe| exe == name)
-        || Path::new(&command_line(pid).split(' ').next().unwrap_or_default())
+    // comm is cut to 15 bytes; the executable's file name is not. A leader that called
+    // pthread_exit has neither: a live thread's folder does (only zombies pay to look).
+    let dir = match stat.state {
+        b'Z' => super::memory_dir(pid),
+        _ => proc_path(pid, ""),
+    };
+    exe_file_name(&dir).is_some_and(|exe| exe == name)
+        || Path::new(&command_line_in(&dir).split(' ').next().unwrap_or_default())
             .file_name()
             .is_some_and(|argv0| argv0 == name)
 }

@@ -185,25 +185,37 @@ pub fn check_dumpable(pid: i32) -> Result<(Stat, Status)> {
     if pid == std::process::id() as i32 {
         return Err(Error::SelfDump { pid });
     }
-    let mut stat = read_stat(pid)?;
-    // A leader that is a zombie while other threads remain is most likely an exec under way:
-    // another thread killed it and is about to take over its pid. Give that a moment.
+    // A leader that is a zombie while other threads remain is an exec under way (another
+    // thread killed it and is about to take over its pid: give that a moment), an exit under
+    // way, or a leader that called pthread_exit and left the process to its other threads.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-    while stat.state == b'Z' && std::time::Instant::now() < deadline {
-        let exec = session::exec_under_way(pid);
-        if exec {
+    let mut leader_exited_alone = false;
+    let stat = loop {
+        let stat = read_stat(pid)?;
+        if stat.state != b'Z' || std::time::Instant::now() >= deadline {
+            break stat;
+        }
+        if session::leader_exited_alone(pid) {
+            // The last moment of an exec looks the same (the leader dead, the exec'ing
+            // thread alive, no other left) until that thread runs again; a pthread_exit
+            // lasts. Taking one for the other costs little: the stop follows execs.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            if session::leader_exited_alone(pid) {
+                leader_exited_alone = true;
+                break stat;
+            }
+        } else if session::exec_under_way(pid) {
             std::thread::sleep(std::time::Duration::from_millis(1));
+        } else if read_stat(pid)?.state == b'Z' {
+            // No thread left: a zombie. (Unless an exec completed since the first read:
+            // then the loop reads the new image.)
+            break stat;
         }
-        // Read again either way: the exec may have completed since the first read.
-        stat = read_stat(pid)?;
-        if !exec {
-            break;
-        }
-    }
+    };
     if stat.flags & PF_KTHREAD != 0 {
         return Err(Error::KernelThread { pid });
     }
-    if stat.state == b'Z' || stat.state == b'X' {
+    if (stat.state == b'Z' && !leader_exited_alone) || stat.state == b'X' {
         return Err(Error::Zombie { pid });
     }
     let status = read_status(pid)?;

@@ -101,10 +101,14 @@ impl StoppedProcess {
                 // A thread list that stays the same twice running means nobody is left to
                 // create more.
                 let tids = super::task_ids(pid)?;
-                let new: Vec<i32> = tids
+                let mut new: Vec<i32> = tids
                     .into_iter()
                     .filter(|tid| !stopped.threads.iter().any(|t| t.tid == *tid))
                     .collect();
+                // A leader that called pthread_exit is a zombie for good: nothing to seize.
+                if new.contains(&pid) && leader_exited_alone(pid) {
+                    new.retain(|&tid| tid != pid);
+                }
                 // The leader is a zombie while other threads die: an exec by one of them is
                 // under way (it cannot be seized, EPERM). Look again once it is done.
                 exec_pending = new.contains(&pid) && idle <= 200 && exec_under_way(pid);
@@ -198,6 +202,10 @@ impl StoppedProcess {
                     // The leader exited (pthread_exit) and the other threads live on: it will
                     // never report a stop. (During an exec it is a zombie only until the other
                     // threads are reaped, which counts as a change.)
+                    Some(b'Z') if !stopped.threads.is_empty() && leader_exited_alone(pid) => {
+                        stopped.forget_thread(pid);
+                        break;
+                    }
                     Some(b'Z') if idle > 200 => {
                         stopped.forget_thread(pid);
                         break;
@@ -211,7 +219,8 @@ impl StoppedProcess {
             idle += 1;
             back_off(idle);
         }
-        if !stopped.threads.iter().any(|t| t.tid == pid) {
+        let leader_held = stopped.threads.iter().any(|t| t.tid == pid);
+        if !leader_held && (stopped.threads.is_empty() || !leader_exited_alone(pid)) {
             return Err(Error::TargetExited { pid });
         }
         stopped
@@ -522,11 +531,40 @@ fn thread_exited(pid: i32, tid: i32) -> bool {
     matches!(super::thread_state(pid, tid), Some(b'Z' | b'X') | None)
 }
 
-/// Whether the leader is a zombie while other threads remain: the sign of an exec by another
-/// thread, which killed the leader and has not taken over its pid yet (or of a leader that
-/// called pthread_exit).
+/// Whether the leader is a zombie while other threads remain and some of them are dying: an
+/// exec by another thread, which killed the others (SIGKILL) and has not taken over the
+/// leader's pid yet, or an `exit` from another thread.
 pub(crate) fn exec_under_way(pid: i32) -> bool {
-    leader_state(pid) == Some(b'Z') && super::task_ids(pid).is_ok_and(|tids| tids.len() > 1)
+    leader_state(pid) == Some(b'Z') && others_dying(pid).unwrap_or(false)
+}
+
+/// Whether the leader exited on its own (`pthread_exit`) and the other threads live on: the
+/// leader is a zombie, another thread lives and none is dying. Such a process runs on for as
+/// long as it likes; it is dumped without the leader.
+pub(crate) fn leader_exited_alone(pid: i32) -> bool {
+    leader_state(pid) == Some(b'Z') && others_dying(pid) == Some(false)
+}
+
+/// Of the threads other than the leader: `Some(true)` if one is exiting (a zombie, gone, or
+/// with SIGKILL pending: what an exec or `exit_group` sends the others), `Some(false)` if at
+/// least one lives and none is exiting, `None` if there are none.
+fn others_dying(pid: i32) -> Option<bool> {
+    let others: Vec<i32> = super::task_ids(pid)
+        .ok()?
+        .into_iter()
+        .filter(|&tid| tid != pid)
+        .collect();
+    if others.is_empty() {
+        return None;
+    }
+    let sigkill = 1u64 << (libc::SIGKILL - 1);
+    Some(others.iter().any(|&tid| {
+        thread_exited(pid, tid)
+            || std::fs::read(super::proc_path(pid, &format!("task/{tid}/status")))
+                .map_or(true, |bytes| {
+                    super::procfs::parse_status(&bytes).sig_pending & sigkill != 0
+                })
+    }))
 }
 
 /// Between polls that found nothing: yield at first (a stop takes microseconds), then sleep,

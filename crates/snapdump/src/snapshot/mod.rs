@@ -1257,10 +1257,12 @@ fn check_thread(
 }
 
 /// Whether the process's children would go into another pid namespace than its own
-/// (`unshare(CLONE_NEWPID)`).
+/// (`unshare(CLONE_NEWPID)`). Asked of a live thread when the leader has exited: a zombie's
+/// namespace links read as gone.
 fn unshared_pid_namespace(pid: i32) -> bool {
-    let own = std::fs::read_link(proc_path(pid, "ns/pid"));
-    let children = std::fs::read_link(proc_path(pid, "ns/pid_for_children"));
+    let dir = crate::process::memory_dir(pid);
+    let own = std::fs::read_link(dir.join("ns/pid"));
+    let children = std::fs::read_link(dir.join("ns/pid_for_children"));
     match (own, children) {
         (Ok(own), Ok(children)) => own != children,
         // Kernels without pid_for_children cannot unshare a pending namespace either... but
