@@ -11,6 +11,9 @@
 #   peak RSS  the dumper's peak resident memory, from /usr/bin/time (%M; for gcore: gdb's)
 #   flush     time of a `sync FILE` right after the dumper exits: snapdump fsyncs before it
 #             returns, gcore does not, so "wall + flush" is the like-for-like time to durable data
+#   disk      (once per target, before the dumps and after) `dd` of the target's VmRSS in zeros
+#             with O_DIRECT and fsync: what the disk allows for a durable write of a full dump's
+#             size just then; each snapdump wall is also given as a ratio to the faster of the two
 #   PTE Δ     growth of the target's VmPTE across the dump: reading never-touched memory maps
 #             the zero page into the target and grows its page tables
 # gcore runs LAST on each target because of that: after it every reserved page of the sparse
@@ -168,6 +171,7 @@ maxgap() {
 # --- one dumper on the current target ----------------------------------------------------------
 # Results per "scenario|variant" key.
 declare -A R_PAUSE R_WALL R_DISK R_APP R_RSS R_FLUSH R_PTE R_OK R_SUMMARY
+declare -A R_FLOOR # per scenario: "before after" seconds of disk_floor for the target's VmRSS
 
 run_variant() { # scenario variant
   local sc="$1" v="$2" key="$1|$2"
@@ -261,6 +265,23 @@ run_variant() { # scenario variant
   R_OK[$key]=1
 }
 
+# Seconds `dd` takes to write `bytes` zeros with O_DIRECT and fsync into the dumps' folder: what
+# this disk allows for a durable write of that size right now (its speed varies from run to
+# run). Buffered where O_DIRECT is refused (tmpfs). Empty when dd fails.
+disk_floor() { # bytes
+  local count=$((($1 + 4194303) / 4194304)) t0 t1 f="$WORK/disk-floor"
+  sync
+  t0=$(date +%s.%N)
+  if ! dd if=/dev/zero of="$f" bs=4M count="$count" oflag=direct conv=fsync status=none 2>/dev/null &&
+    ! dd if=/dev/zero of="$f" bs=4M count="$count" conv=fsync status=none 2>/dev/null; then
+    rm -f -- "$f"
+    return 0
+  fi
+  t1=$(date +%s.%N)
+  rm -f -- "$f"
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
+}
+
 # --- formatting --------------------------------------------------------------------------------
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 ms() { awk -v u="$1" 'BEGIN { printf "%.1f", u / 1000 }'; }
@@ -274,6 +295,13 @@ print_scenario() { # scenario description rss_kib idle_us
   echo
   echo "target VmRSS $(mib $((rss_kib * 1024))) MiB; idle heartbeat max gap $(ms "$idle") ms (1 ms tick); dumps in $WORK_FS"
   echo
+  local floor_before floor_after floor_min=""
+  read -r floor_before floor_after <<<"${R_FLOOR[$sc]:-}"
+  if [ -n "$floor_before" ] && [ -n "$floor_after" ]; then
+    floor_min=$(awk -v a="$floor_before" -v b="$floor_after" 'BEGIN { print (a < b ? a : b) }')
+    echo "disk: dd of the target's VmRSS in bytes, O_DIRECT and fsync, took $floor_before s before the dumps and $floor_after s after them"
+    echo
+  fi
   echo "| tool | pause (ms) | wall (s) | on disk (MiB) | apparent (MiB) | dumper peak RSS (MiB) | flush after (s) | target VmPTE Δ (KiB) |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|"
   for v in "gcore" "${VARIANTS[@]}"; do
@@ -293,7 +321,9 @@ print_scenario() { # scenario description rss_kib idle_us
     local wf gwf
     wf=$(awk -v a="${R_WALL[$key]}" -v b="${R_FLUSH[$key]}" 'BEGIN { print a + b }')
     gwf=$(awk -v a="${R_WALL[$g]}" -v b="${R_FLUSH[$g]}" 'BEGIN { print a + b }')
-    echo "- $v: pause $(ratio "${R_PAUSE[$key]}" "${R_PAUSE[$g]}") gcore, wall $(ratio "${R_WALL[$key]}" "${R_WALL[$g]}") (incl. flush $(ratio "$wf" "$gwf")), disk $(ratio "${R_DISK[$key]}" "${R_DISK[$g]}"), RSS $(ratio "${R_RSS[$key]}" "${R_RSS[$g]}")"
+    local vs_disk=""
+    [ -n "$floor_min" ] && vs_disk="; wall $(ratio "${R_WALL[$key]}" "$floor_min") the faster dd"
+    echo "- $v: pause $(ratio "${R_PAUSE[$key]}" "${R_PAUSE[$g]}") gcore, wall $(ratio "${R_WALL[$key]}" "${R_WALL[$g]}") (incl. flush $(ratio "$wf" "$gwf")), disk $(ratio "${R_DISK[$key]}" "${R_DISK[$g]}"), RSS $(ratio "${R_RSS[$key]}" "${R_RSS[$g]}")$vs_disk"
   done
   local any=0
   for v in "${VARIANTS[@]}"; do
@@ -373,10 +403,12 @@ for s in "${SCENARIOS[@]}"; do
   maxgap >/dev/null || true
   sleep 1
   idle=$(maxgap || echo 0)
+  floor_before=$(disk_floor $((rss_kib * 1024)))
   for v in "${VARIANTS[@]}"; do
     log "-- $sc: $v"
     run_variant "$sc" "$v"
   done
+  R_FLOOR[$sc]="$floor_before $(disk_floor $((rss_kib * 1024)))"
   stop_target
   print_scenario "$sc" "$desc" "$rss_kib" "$idle" >>"$REPORT"
   check_expectations "$sc" "$kind" "$rss_kib"
