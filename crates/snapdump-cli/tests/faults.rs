@@ -665,3 +665,80 @@ fn a_process_whose_main_thread_exited_is_dumped_from_its_other_threads() {
     drop(target);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `watch` of a process whose main thread called `pthread_exit` traces its other threads: a
+/// crash sent to the pid is caught and dumped, then the process dies of it as it would have.
+/// A fatal signal that dumps no core would kill it unseen (the kernel's shortcut for a leader
+/// nobody traces): the watcher says so when it starts.
+#[test]
+fn a_process_whose_main_thread_exited_is_watched_through_its_other_threads() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = temp_dir("leader-exits-watch");
+    let mut target = LeaderExited::start(&dir);
+    let (pid, worker) = (target.pid, target.worker);
+    let out_dir = dir.join("dumps");
+    std::fs::create_dir(&out_dir).unwrap();
+    let mut watcher = Command::new(snapdump_bin())
+        .args([
+            "watch",
+            "--pid",
+            &pid.to_string(),
+            "--on-crash",
+            "--signal",
+            "USR1",
+        ])
+        .args(["--mini", "-o"])
+        .arg(&out_dir)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, said) = mpsc::channel();
+    let stderr = watcher.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("watching pid")) {
+        match said.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("the watcher never said it was watching: {lines:?}"),
+        }
+    }
+    kill(Pid::from_raw(pid), Signal::SIGSEGV).unwrap();
+    let finished = within(Duration::from_secs(30), || {
+        watcher.try_wait().unwrap().is_some()
+    });
+    if !finished {
+        let _ = watcher.kill();
+    }
+    lines.extend(said.try_iter());
+    let status = watcher.wait().unwrap();
+    let said = lines.join("\n");
+    assert!(finished && status.success(), "{status:?}: {said}");
+    assert!(
+        said.contains(&format!(
+            "main thread has exited, so SIGUSR1 sent to pid {pid}"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("SIGSEGV in thread {worker} (pid {pid})")),
+        "{said}"
+    );
+    let died = target.child.wait().unwrap();
+    assert_eq!(died.signal(), Some(Signal::SIGSEGV as i32), "{died:?}");
+    let cores: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cores.len(), 1, "{cores:?}");
+    let gdb = snapdump_test_support::tools::gdb(&target.exe, &cores[0], &["info threads", "bt"]);
+    assert!(gdb.contains(&format!("LWP {worker}")), "{gdb}");
+    assert!(gdb.contains("worker_loop"), "{gdb}");
+    assert!(gdb.contains("SIGSEGV"), "{gdb}");
+    drop(target);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -44,6 +44,12 @@ pub fn kills_by_default(signal: i32) -> bool {
         )
 }
 
+/// Whether the default action of `signal` dumps core (the kernel's `SIG_KERNEL_COREDUMP_MASK`).
+pub fn dumps_core_by_default(signal: i32) -> bool {
+    CRASH_SIGNALS.contains(&signal)
+        || matches!(signal, libc::SIGQUIT | libc::SIGXCPU | libc::SIGXFSZ)
+}
+
 /// `SIGSEGV`, `SIGRTMIN+3`, or `signal 70` for numbers out of range.
 pub fn name(signal: i32) -> String {
     if let Ok(known) = Signal::try_from(signal) {

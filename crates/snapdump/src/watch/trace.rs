@@ -125,10 +125,15 @@ impl Tracer {
         // created by one not seized yet (later ones are traced from birth).
         for round in 0.. {
             cancel.check()?;
-            let new: Vec<i32> = process::task_ids(pid)?
+            let mut new: Vec<i32> = process::task_ids(pid)?
                 .into_iter()
                 .filter(|tid| !tracer.threads.contains_key(tid))
                 .collect();
+            // A leader that called pthread_exit is a zombie for good: nothing to seize. The
+            // process's end is then the last traced thread's (seen as no tracee left).
+            if new.contains(&pid) && process::session::leader_exited_alone(pid) {
+                new.retain(|&tid| tid != pid);
+            }
             if new.is_empty() {
                 break;
             }
@@ -159,8 +164,33 @@ impl Tracer {
                 tracer.threads.insert(tid, State::Running);
             }
         }
-        if !tracer.threads.contains_key(&pid) {
+        if !tracer.threads.contains_key(&pid)
+            && (tracer.threads.is_empty() || !process::session::leader_exited_alone(pid))
+        {
             return Err(Error::TargetExited { pid });
+        }
+        if !tracer.threads.contains_key(&pid) {
+            // A signal sent to the pid is handed to the leader, and when the leader is not
+            // traced the kernel kills the process at once on a fatal one that dumps no core,
+            // with no signal stop in any thread (complete_signal's shortcut).
+            let unseen: Vec<String> = tracer
+                .watched
+                .signals
+                .iter()
+                .filter(|&&s| {
+                    signals::kills_by_default(s)
+                        && !signals::dumps_core_by_default(s)
+                        && signals::has_default_action(pid, s) != Some(false)
+                })
+                .map(|&s| signals::name(s))
+                .collect();
+            if !unseen.is_empty() {
+                tracing::warn!(
+                    "pid {pid}'s main thread has exited, so {} sent to pid {pid} kills it \
+                     before it can be caught; sent to one of its threads' ids, it is caught",
+                    unseen.join(", ")
+                );
+            }
         }
         tracing::debug!(pid, threads = tracer.threads.len(), "seized");
         Ok(tracer)
