@@ -666,8 +666,9 @@ fn a_process_whose_main_thread_exited_is_dumped_from_its_other_threads() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// `watch` of a process whose main thread called `pthread_exit` traces its other threads: a
-/// crash sent to the pid is caught and dumped, then the process dies of it as it would have.
+/// `watch` of a process whose main thread called `pthread_exit` samples it through a live
+/// thread and traces its other threads: a memory threshold fires, and a crash sent to the pid
+/// is caught and dumped, then the process dies of it as it would have.
 /// A fatal signal that dumps no core would kill it unseen (the kernel's shortcut for a leader
 /// nobody traces): the watcher says so when it starts.
 #[test]
@@ -676,6 +677,34 @@ fn a_process_whose_main_thread_exited_is_watched_through_its_other_threads() {
     let dir = temp_dir("leader-exits-watch");
     let mut target = LeaderExited::start(&dir);
     let (pid, worker) = (target.pid, target.worker);
+    // Sampled: its memory is a live thread's to read, not "exited".
+    let sampled_dir = dir.join("sampled");
+    std::fs::create_dir(&sampled_dir).unwrap();
+    let sampled = Command::new(snapdump_bin())
+        .args([
+            "watch",
+            "--pid",
+            &pid.to_string(),
+            "--mem",
+            "1",
+            "--poll",
+            "50",
+        ])
+        .args(["--for", "30", "--mini", "-o"])
+        .arg(&sampled_dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&sampled.stderr);
+    assert!(
+        sampled.status.success() && said.contains("dump 1 of 1"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&sampled_dir).unwrap().count(),
+        1,
+        "{said}"
+    );
+    target.assert_answers("after the sampled watch");
     let out_dir = dir.join("dumps");
     std::fs::create_dir(&out_dir).unwrap();
     let mut watcher = Command::new(snapdump_bin())

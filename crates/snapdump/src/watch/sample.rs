@@ -1,6 +1,7 @@
 //! Sampling a process from `/proc` without touching it: CPU use over the polling interval,
 //! resident memory, threads, open file descriptors.
 
+use std::path::Path;
 use std::time::Instant;
 
 use crate::process::{self, proc_path};
@@ -46,9 +47,19 @@ impl Sampler {
     pub fn sample(&mut self) -> Option<Sample> {
         let now = Instant::now();
         let stat = process::read_stat(self.pid).ok()?;
-        if stat.starttime != self.starttime || matches!(stat.state, b'Z' | b'X' | b'x') {
+        if stat.starttime != self.starttime || matches!(stat.state, b'X' | b'x') {
             return None;
         }
+        // A zombie leader with a live thread called pthread_exit: the process runs on, and
+        // that thread's folder shows its memory. (The leader's stat still counts the whole
+        // process's CPU time and threads.)
+        let dir = match stat.state {
+            b'Z' => proc_path(
+                self.pid,
+                &format!("task/{}", process::live_thread_of_exited_leader(self.pid)?),
+            ),
+            _ => proc_path(self.pid, ""),
+        };
         let ticks = stat.utime + stat.stime;
         let cpu_percent = self.previous.and_then(|(at, before)| {
             let wall = now.duration_since(at).as_secs_f64();
@@ -56,9 +67,9 @@ impl Sampler {
         });
         self.previous = Some((now, ticks));
         // A process that exited between the two reads has no VmRSS line: gone too.
-        let rss_bytes = read_rss(self.pid)?;
+        let rss_bytes = read_rss(&dir)?;
         let fds = if self.count_fds {
-            count_fds(self.pid)
+            count_fds(&dir)
         } else {
             None
         };
@@ -71,9 +82,9 @@ impl Sampler {
     }
 }
 
-/// `VmRSS` of `/proc/PID/status` in bytes.
-fn read_rss(pid: i32) -> Option<u64> {
-    let status = std::fs::read(proc_path(pid, "status")).ok()?;
+/// `VmRSS` of `status` in a `/proc` folder, in bytes.
+fn read_rss(dir: &Path) -> Option<u64> {
+    let status = std::fs::read(dir.join("status")).ok()?;
     parse_vm_rss(&status)
 }
 
@@ -85,9 +96,9 @@ fn parse_vm_rss(status: &[u8]) -> Option<u64> {
     })
 }
 
-/// The number of entries in `/proc/PID/fd`.
-fn count_fds(pid: i32) -> Option<u64> {
-    let entries = std::fs::read_dir(proc_path(pid, "fd")).ok()?;
+/// The number of entries in `fd` of a `/proc` folder.
+fn count_fds(dir: &Path) -> Option<u64> {
+    let entries = std::fs::read_dir(dir.join("fd")).ok()?;
     Some(entries.filter(|e| e.is_ok()).count() as u64)
 }
 
