@@ -241,13 +241,31 @@ fn format_thread_table(threads: &[(i32, String, char)]) -> String {
     s
 }
 
-/// Asserts that `pid` is not ptrace-attached (TracerPid 0) and that none of its threads is
-/// stopped (`t`/`T`). A thread may be caught mid-transition, so this re-checks every 10 ms for
-/// at most 2 s before panicking with the thread table.
+/// The first non-zero `TracerPid` among `pid`'s threads (0 when none is traced). A thread's
+/// own status file tells: the leader's says nothing of the others (a leader that called
+/// `pthread_exit` is never traced).
+pub fn any_thread_tracer(pid: i32) -> i32 {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|entry| fs::read_to_string(entry.path().join("status")).ok())
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|v| v.trim().parse::<i32>().ok())
+        })
+        .find(|&tracer| tracer != 0)
+        .unwrap_or(0)
+}
+
+/// Asserts that no thread of `pid` is ptrace-attached (TracerPid 0) and that none is stopped
+/// (`t`/`T`). A thread may be caught mid-transition, so this re-checks every 10 ms for at most
+/// 2 s before panicking with the thread table.
 pub fn assert_running_untraced(pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let tracer = tracer_pid(pid);
+        let tracer = tracer_pid(pid).max(any_thread_tracer(pid));
         let threads = thread_states(pid);
         let stopped = threads.iter().any(|t| t.2 == 't' || t.2 == 'T');
         if tracer == 0 && !stopped && !threads.is_empty() {

@@ -61,9 +61,9 @@ pub fn summarize(pid: i32) -> Option<ProcessSummary> {
     if stat.flags & PF_KTHREAD != 0 {
         return None;
     }
-    let status = read_status(pid).ok()?;
     // A zombie leader with a live thread (it called pthread_exit): the process is that
-    // thread's folder. Asked only of zombies, so a scan of every process pays nothing.
+    // thread's folder, tracer included. Asked only of zombies, so a scan of every process
+    // pays nothing.
     let live_thread = match stat.state {
         b'Z' => super::live_thread_of_exited_leader(pid),
         _ => None,
@@ -71,6 +71,10 @@ pub fn summarize(pid: i32) -> Option<ProcessSummary> {
     let dir = match live_thread {
         Some(tid) => proc_path(pid, &format!("task/{tid}")),
         None => proc_path(pid, ""),
+    };
+    let status = match live_thread {
+        Some(_) => super::procfs::parse_status(&std::fs::read(dir.join("status")).ok()?),
+        None => read_status(pid).ok()?,
     };
     let statm = std::fs::read_to_string(dir.join("statm")).unwrap_or_default();
     let rss_pages: u64 = statm

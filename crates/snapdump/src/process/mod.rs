@@ -44,12 +44,16 @@ pub(crate) fn live_thread_of_exited_leader(pid: i32) -> Option<i32> {
     if thread_state(pid, pid) != Some(b'Z') {
         return None;
     }
+    // A thread in do_exit (`PF_EXITING`: killed with the rest, say) does not count.
     let live: Vec<(i32, u8)> = task_ids(pid)
         .ok()?
         .into_iter()
         .filter(|&tid| tid != pid)
-        .filter_map(|tid| Some((tid, thread_state(pid, tid)?)))
-        .filter(|(_, state)| !matches!(state, b'Z' | b'X' | b'x'))
+        .filter_map(|tid| Some((tid, thread_stat(pid, tid)?)))
+        .filter(|(_, stat)| {
+            !matches!(stat.state, b'Z' | b'X' | b'x') && stat.flags & procfs::PF_EXITING == 0
+        })
+        .map(|(tid, stat)| (tid, stat.state))
         .collect();
     live.iter()
         .find(|(_, state)| matches!(state, b't' | b'T'))
@@ -115,8 +119,14 @@ pub fn task_ids(pid: i32) -> Result<Vec<i32>> {
 /// Thread `tid`'s state letter from `/proc/PID/task/TID/stat`; `None` when it cannot be read
 /// (the thread is gone).
 pub(crate) fn thread_state(pid: i32, tid: i32) -> Option<u8> {
+    Some(thread_stat(pid, tid)?.state)
+}
+
+/// Thread `tid`'s `/proc/PID/task/TID/stat`; `None` when it cannot be read (the thread is
+/// gone).
+pub(crate) fn thread_stat(pid: i32, tid: i32) -> Option<Stat> {
     let stat = std::fs::read(proc_path(pid, &format!("task/{tid}/stat"))).ok()?;
-    Some(procfs::parse_stat(&stat)?.state)
+    procfs::parse_stat(&stat)
 }
 
 /// A thread's name (`comm`), empty when it is gone.
@@ -147,19 +157,32 @@ pub fn tracer_process(tracer_tid: i32) -> (i32, String) {
 
 /// Whether the process has died (gone, or a zombie waiting to be reaped, no thread left).
 pub fn has_exited(pid: i32) -> bool {
+    let dead = |stat: &Stat| matches!(stat.state, b'Z' | b'X' | b'x');
     match read_stat(pid) {
-        // A zombie leader with threads still running is a process still there.
+        // A zombie leader with threads still running is a process still there. So is one
+        // whose pid an exec'ing thread took over while we looked (its old id then reads
+        // gone): the second read of the pid tells.
         Ok(stat) => {
-            matches!(stat.state, b'Z' | b'X' | b'x') && live_thread_of_exited_leader(pid).is_none()
+            dead(&stat)
+                && live_thread_of_exited_leader(pid).is_none()
+                && read_stat(pid).map_or(true, |again| dead(&again))
         }
         Err(_) => true,
     }
 }
 
+/// `status` of the process: the leader's, or a live thread's when the leader has exited
+/// ([`memory_dir`]), whose tracer is the one that matters.
+fn read_live_status(pid: i32) -> Result<Status> {
+    let path = memory_dir(pid).join("status");
+    let bytes = std::fs::read(&path).map_err(|e| proc_error(pid, &path, e))?;
+    Ok(procfs::parse_status(&bytes))
+}
+
 /// Why PTRACE_SEIZE of `pid`'s first thread returned EPERM: another tracer (named), or no
 /// permission.
 pub fn seize_refused(pid: i32) -> Error {
-    match read_status(pid) {
+    match read_live_status(pid) {
         Ok(status) if status.tracer_pid != 0 => {
             let (tracer_pid, tracer_name) = tracer_process(status.tracer_pid);
             Error::AlreadyTraced {
@@ -190,26 +213,30 @@ pub fn check_dumpable(pid: i32) -> Result<(Stat, Status)> {
     // way, or a leader that called pthread_exit and left the process to its other threads.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     let mut leader_exited_alone = false;
-    let stat = loop {
+    let mut stat = loop {
         let stat = read_stat(pid)?;
         if stat.state != b'Z' || std::time::Instant::now() >= deadline {
             break stat;
         }
-        if session::leader_exited_alone(pid) {
+        // One look at the other threads per round: two looks could see an exec's dying
+        // threads, then none of them.
+        match session::others_dying(pid) {
             // The last moment of an exec looks the same (the leader dead, the exec'ing
             // thread alive, no other left) until that thread runs again; a pthread_exit
             // lasts. Taking one for the other costs little: the stop follows execs.
-            std::thread::sleep(std::time::Duration::from_millis(2));
-            if session::leader_exited_alone(pid) {
-                leader_exited_alone = true;
-                break stat;
+            Some(false) => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                if session::leader_exited_alone(pid) {
+                    leader_exited_alone = true;
+                    break stat;
+                }
             }
-        } else if session::exec_under_way(pid) {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        } else if read_stat(pid)?.state == b'Z' {
+            // An exec or an exit under way.
+            Some(true) => std::thread::sleep(std::time::Duration::from_millis(1)),
             // No thread left: a zombie. (Unless an exec completed since the first read:
             // then the loop reads the new image.)
-            break stat;
+            None if read_stat(pid)?.state == b'Z' => break stat,
+            None => {}
         }
     };
     if stat.flags & PF_KTHREAD != 0 {
@@ -218,7 +245,15 @@ pub fn check_dumpable(pid: i32) -> Result<(Stat, Status)> {
     if (stat.state == b'Z' && !leader_exited_alone) || stat.state == b'X' {
         return Err(Error::Zombie { pid });
     }
-    let status = read_status(pid)?;
+    // The process's state and tracer are then its live threads': the leader reads "zombie"
+    // and untraced whatever the others do.
+    let status = if leader_exited_alone {
+        let tid = live_thread_of_exited_leader(pid).ok_or(Error::TargetExited { pid })?;
+        stat.state = thread_state(pid, tid).ok_or(Error::TargetExited { pid })?;
+        read_live_status(pid)?
+    } else {
+        read_status(pid)?
+    };
     if status.tracer_pid != 0 {
         let (tracer_pid, tracer_name) = tracer_process(status.tracer_pid);
         return Err(Error::AlreadyTraced {

@@ -38,6 +38,8 @@ pub struct Stat {
 
 /// `PF_KTHREAD` from include/linux/sched.h.
 pub const PF_KTHREAD: u64 = 0x0020_0000;
+/// `PF_EXITING` from include/linux/sched.h: the thread is in `do_exit`.
+pub const PF_EXITING: u64 = 0x0000_0004;
 
 /// Parse `/proc/PID/stat`. The name is everything between the first `(` and the *last* `)`.
 pub fn parse_stat(bytes: &[u8]) -> Option<Stat> {

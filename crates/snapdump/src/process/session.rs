@@ -293,14 +293,44 @@ impl StoppedProcess {
     }
 
     fn detach_all(&mut self) {
+        let mut killed = Vec::new();
         for thread in self.threads.drain(..) {
             match sys::detach(Pid::from_raw(thread.tid), thread.pending_signal) {
-                Ok(()) | Err(Errno::ESRCH) => {}
+                Ok(()) => {}
+                // Killed while held: a thread let go before it exec'd, and the exec killed the
+                // others. A traced thread that dies stays a zombie until its tracer reaps it,
+                // and the exec waits for that (and a later seize of the target for the exec).
+                Err(Errno::ESRCH) if thread.tid != self.pid => killed.push(thread.tid),
+                Err(Errno::ESRCH) => {}
                 Err(errno) => tracing::warn!(tid = thread.tid, %errno, "detach failed"),
             }
         }
+        reap_killed(self.pid, &killed);
     }
 }
+
+/// Reap threads of `pid` that died while this process held them, waiting at most
+/// [`REAP_KILLED_TIME`] (a thread killed in a ptrace stop is a zombie within microseconds).
+fn reap_killed(pid: i32, tids: &[i32]) {
+    let deadline = Instant::now() + REAP_KILLED_TIME;
+    let mut left = tids.to_vec();
+    let mut idle = 0;
+    while !left.is_empty() {
+        // Nothing yet: still dying. Anything else (its end, or not ours any more): done.
+        left.retain(|&tid| matches!(sys::poll_thread(Pid::from_raw(tid)), Ok(None)));
+        if left.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        idle += 1;
+        back_off(idle);
+    }
+    if !left.is_empty() {
+        tracing::warn!(pid, threads = ?left, "threads killed while stopped were not reaped in time");
+    }
+}
+
+/// How long [`reap_killed`] waits.
+const REAP_KILLED_TIME: Duration = Duration::from_millis(500);
 
 impl Drop for StoppedProcess {
     fn drop(&mut self) {
@@ -545,10 +575,9 @@ pub(crate) fn leader_exited_alone(pid: i32) -> bool {
     leader_state(pid) == Some(b'Z') && others_dying(pid) == Some(false)
 }
 
-/// Of the threads other than the leader: `Some(true)` if one is exiting (a zombie, gone, or
-/// with SIGKILL pending: what an exec or `exit_group` sends the others), `Some(false)` if at
+/// Of the threads other than the leader: `Some(true)` if one is exiting, `Some(false)` if at
 /// least one lives and none is exiting, `None` if there are none.
-fn others_dying(pid: i32) -> Option<bool> {
+pub(crate) fn others_dying(pid: i32) -> Option<bool> {
     let others: Vec<i32> = super::task_ids(pid)
         .ok()?
         .into_iter()
@@ -557,14 +586,23 @@ fn others_dying(pid: i32) -> Option<bool> {
     if others.is_empty() {
         return None;
     }
+    Some(others.iter().any(|&tid| thread_dying(pid, tid)))
+}
+
+/// Whether thread `tid` is exiting: a zombie or gone, in `do_exit` (`PF_EXITING`), or with
+/// SIGKILL pending, which an exec or an `exit_group` sends every other thread (in the
+/// thread's own pending set, until it takes the signal and starts to exit).
+fn thread_dying(pid: i32, tid: i32) -> bool {
+    let Some(stat) = super::thread_stat(pid, tid) else {
+        return true;
+    };
+    if matches!(stat.state, b'Z' | b'X' | b'x') || stat.flags & super::procfs::PF_EXITING != 0 {
+        return true;
+    }
     let sigkill = 1u64 << (libc::SIGKILL - 1);
-    Some(others.iter().any(|&tid| {
-        thread_exited(pid, tid)
-            || std::fs::read(super::proc_path(pid, &format!("task/{tid}/status")))
-                .map_or(true, |bytes| {
-                    super::procfs::parse_status(&bytes).sig_pending & sigkill != 0
-                })
-    }))
+    std::fs::read(super::proc_path(pid, &format!("task/{tid}/status"))).map_or(true, |bytes| {
+        super::procfs::parse_status(&bytes).sig_pending & sigkill != 0
+    })
 }
 
 /// Between polls that found nothing: yield at first (a stop takes microseconds), then sleep,
