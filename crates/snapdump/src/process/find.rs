@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::procfs::PF_KTHREAD;
-use super::{proc_path, read_stat, read_status};
+use super::{proc_path, read_stat};
 use crate::error::{Candidate, Error, Result};
 
 /// One process as `snapdump ps` shows it.
@@ -62,20 +62,11 @@ pub fn summarize(pid: i32) -> Option<ProcessSummary> {
         return None;
     }
     // A zombie leader with a live thread (it called pthread_exit): the process is that
-    // thread's folder, tracer included. Asked only of zombies, so a scan of every process
-    // pays nothing.
-    let live_thread = match stat.state {
-        b'Z' => super::live_thread_of_exited_leader(pid),
-        _ => None,
-    };
-    let dir = match live_thread {
-        Some(tid) => proc_path(pid, &format!("task/{tid}")),
-        None => proc_path(pid, ""),
-    };
-    let status = match live_thread {
-        Some(_) => super::procfs::parse_status(&std::fs::read(dir.join("status")).ok()?),
-        None => read_status(pid).ok()?,
-    };
+    // thread's folder, tracer included.
+    let live_dir = super::process_dir(pid, stat.state);
+    let exited = live_dir.is_none();
+    let dir = live_dir.unwrap_or_else(|| proc_path(pid, ""));
+    let status = super::procfs::parse_status(&std::fs::read(dir.join("status")).ok()?);
     let statm = std::fs::read_to_string(dir.join("statm")).unwrap_or_default();
     let rss_pages: u64 = statm
         .split_ascii_whitespace()
@@ -85,7 +76,7 @@ pub fn summarize(pid: i32) -> Option<ProcessSummary> {
     let me = std::process::id() as i32;
     let not_dumpable = if pid == me {
         Some("snapdump itself".to_owned())
-    } else if stat.state == b'Z' && live_thread.is_none() {
+    } else if exited {
         Some("zombie".to_owned())
     } else if status.tracer_pid != 0 {
         let (tracer, name) = super::tracer_process(status.tracer_pid);
@@ -124,10 +115,7 @@ fn name_matches(pid: i32, name: &str) -> bool {
     }
     // comm is cut to 15 bytes; the executable's file name is not. A leader that called
     // pthread_exit has neither: a live thread's folder does (only zombies pay to look).
-    let dir = match stat.state {
-        b'Z' => super::memory_dir(pid),
-        _ => proc_path(pid, ""),
-    };
+    let dir = super::process_dir(pid, stat.state).unwrap_or_else(|| proc_path(pid, ""));
     exe_file_name(&dir).is_some_and(|exe| exe == name)
         || Path::new(&command_line_in(&dir).split(' ').next().unwrap_or_default())
             .file_name()

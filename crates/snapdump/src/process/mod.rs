@@ -25,11 +25,21 @@ pub fn proc_path(pid: i32, file: &str) -> PathBuf {
 /// called `exit` from another thread and is held at that thread's exit event (`watch
 /// --on-exit`), or its main thread called `pthread_exit`. `/proc/PID/mem`, `auxv`, `exe` and
 /// `root` then fail with ESRCH and `maps` reads empty, while a live thread's copies show the
-/// process. Costs a read of the leader's `stat`: for dumps, not for scans of every process.
+/// process. Costs a read of the leader's `stat`: for dumps, not for scans of every process
+/// (those have the stat already: [`process_dir`]).
 pub fn memory_dir(pid: i32) -> PathBuf {
-    match live_thread_of_exited_leader(pid) {
-        Some(tid) => proc_path(pid, &format!("task/{tid}")),
-        None => proc_path(pid, ""),
+    thread_state(pid, pid)
+        .and_then(|state| process_dir(pid, state))
+        .unwrap_or_else(|| proc_path(pid, ""))
+}
+
+/// [`memory_dir`] for a caller that has read the leader's state already: `/proc/PID`, or a live
+/// thread's folder when the leader is a zombie; `None` for a zombie with no thread left (the
+/// process has exited). Only a zombie costs a look at the threads.
+pub(crate) fn process_dir(pid: i32, leader_state: u8) -> Option<PathBuf> {
+    match leader_state {
+        b'Z' => live_thread_of_exited_leader(pid).map(|tid| proc_path(pid, &format!("task/{tid}"))),
+        _ => Some(proc_path(pid, "")),
     }
 }
 

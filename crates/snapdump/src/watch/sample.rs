@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::process::{self, proc_path};
+use crate::process;
 
 /// Clock ticks per second of `utime`/`stime` in `/proc/PID/stat` (USER_HZ, 100 on every Linux
 /// architecture snapdump runs on).
@@ -53,13 +53,7 @@ impl Sampler {
         // A zombie leader with a live thread called pthread_exit: the process runs on, and
         // that thread's folder shows its memory. (The leader's stat still counts the whole
         // process's CPU time and threads.)
-        let dir = match stat.state {
-            b'Z' => proc_path(
-                self.pid,
-                &format!("task/{}", process::live_thread_of_exited_leader(self.pid)?),
-            ),
-            _ => proc_path(self.pid, ""),
-        };
+        let dir = process::process_dir(self.pid, stat.state)?;
         let ticks = stat.utime + stat.stime;
         let cpu_percent = self.previous.and_then(|(at, before)| {
             let wall = now.duration_since(at).as_secs_f64();
